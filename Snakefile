@@ -1,0 +1,42 @@
+"""featurebirth: when (step), where (layer) and at what scale categorical SAE features are born.
+
+The grid model x step x layer expands into per-cell jobs; see README.md and the design notes.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+LIBRARY = Path(workflow.basedir) / "workflow"
+sys.path.insert(0, str(LIBRARY))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(LIBRARY), os.environ.get("PYTHONPATH")]))
+
+from featurebirth.config import ConfigError, validate_config
+
+
+configfile: "config/config.yaml"
+
+
+try:
+    config.update(validate_config(config))
+except ConfigError as error:
+    raise WorkflowError(f"Invalid configuration: {error}") from None
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/corpus.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/activations.smk"
+include: "workflow/rules/sae.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_sae_metrics(),
+        all_probe_caches(),

@@ -1,0 +1,1 @@
+"""featurebirth: where and when categorical SAE features are born."""

@@ -1,0 +1,180 @@
+"""Validate the workflow configuration: JSON schema with defaults, then cross-field checks.
+
+Every error names the config key at fault, so a bad config stops the workflow before
+any job starts and tells the user exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+MODEL_SOURCES = ("toy", "hub")
+SAE_ARCHITECTURES = ("topk", "batchtopk", "relu")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+TOY_REQUIRED = ("d_model", "n_layers", "n_heads")
+HUB_REQUIRED = ("repo", "d_model", "n_layers")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key."""
+
+    def __init__(self, key: str, problem: str):
+        self.key = key
+        super().__init__(f"config key '{key}': {problem}")
+
+
+def load_schema() -> dict:
+    """The JSON schema (YAML) that defines every config key and its default."""
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _validator_filling_defaults() -> type:
+    """A Draft 2020-12 validator that writes each missing property's default into the instance."""
+    base = jsonschema.Draft202012Validator
+    validate_properties = base.VALIDATORS["properties"]
+
+    def fill_then_validate(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": fill_then_validate})
+
+
+def _key(path: Iterator) -> str:
+    return ".".join(str(part) for part in path) or "<root>"
+
+
+def validate_config(raw: dict) -> dict:
+    """Return a validated copy of `raw` with defaults filled in, or raise ConfigError."""
+    config = copy.deepcopy(raw)
+    validator = _validator_filling_defaults()(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        error = errors[0]
+        raise ConfigError(_key(error.absolute_path), error.message)
+    _check_steps(config["steps"], "steps")
+    _check_corpus(config["corpus"])
+    _check_sae(config["sae"], "sae", d_model=None)
+    if config["sae"]["eval_tokens"] >= config["activations"]["max_tokens"]:
+        raise ConfigError("sae.eval_tokens", "must be smaller than activations.max_tokens")
+    for name, model in config["models"].items():
+        _check_model(config, name, model)
+    return config
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file and validate it."""
+    return validate_config(yaml.safe_load(Path(path).read_text()))
+
+
+def _check_steps(steps: list[int], key: str) -> None:
+    duplicates = sorted({s for s in steps if steps.count(s) > 1})
+    if duplicates:
+        raise ConfigError(key, f"duplicate step(s) {duplicates}")
+    if steps != sorted(steps):
+        raise ConfigError(key, f"steps must be in ascending order, got {steps}")
+
+
+def _check_corpus(corpus: dict) -> None:
+    seen: dict[str, str] = {}
+    for category, spec in corpus["categories"].items():
+        key = f"corpus.categories.{category}"
+        if not NAME_PATTERN.match(category):
+            raise ConfigError(key, "category names use letters, digits, '.', '_' and '-' only")
+        if not spec["words"]:
+            raise ConfigError(f"{key}.words", "the category is empty: list at least one word")
+        for word in spec["words"]:
+            if word in seen:
+                raise ConfigError(f"{key}.words", f"word '{word}' is also in category '{seen[word]}'")
+            seen[word] = category
+    clash = sorted(set(corpus["filler_words"]) & set(seen))
+    if clash:
+        raise ConfigError("corpus.filler_words", f"filler words {clash} are also category words")
+
+
+def _check_sae(sae: dict, key: str, d_model: int | None) -> None:
+    if sae["warmup_steps"] >= sae["steps"]:
+        raise ConfigError(f"{key}.warmup_steps", f"must be smaller than {key}.steps ({sae['steps']})")
+    if sae["architecture"] == "relu" and sae["sparsity_warmup_steps"] >= sae["steps"]:
+        raise ConfigError(f"{key}.sparsity_warmup_steps", f"must be smaller than {key}.steps")
+    if sae["architecture"] == "batchtopk" and sae["threshold_start_step"] >= sae["steps"]:
+        raise ConfigError(
+            f"{key}.threshold_start_step",
+            "must be smaller than steps, or BatchTopK never learns its inference threshold",
+        )
+    if d_model is not None and sae["architecture"] != "relu":
+        dict_size = sae["expansion"] * d_model
+        if sae["k"] > dict_size:
+            raise ConfigError(f"{key}.k", f"k={sae['k']} is larger than the dictionary ({dict_size} features)")
+
+
+def _check_model(config: dict, name: str, model: dict) -> None:
+    key = f"models.{name}"
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(key, "model names use letters, digits, '.', '_' and '-' only")
+    source = model["source"]
+    if source not in MODEL_SOURCES:
+        raise ConfigError(f"{key}.source", f"unknown model source '{source}' (expected one of {list(MODEL_SOURCES)})")
+    required = TOY_REQUIRED if source == "toy" else HUB_REQUIRED
+    missing = [field for field in required if field not in model]
+    if missing:
+        raise ConfigError(key, f"a {source} model needs {missing}")
+    if source == "toy" and model["d_model"] % model["n_heads"]:
+        raise ConfigError(f"{key}.n_heads", f"d_model={model['d_model']} is not divisible by n_heads={model['n_heads']}")
+    if model["layers"] != "all":
+        _check_layers(model["layers"], model["n_layers"], f"{key}.layers")
+    overrides = model.get("sae", {})
+    unknown = sorted(set(overrides) - set(config["sae"]))
+    if unknown:
+        raise ConfigError(f"{key}.sae", f"unknown SAE setting(s) {unknown}")
+    merged = {**config["sae"], **overrides}
+    if merged["architecture"] not in SAE_ARCHITECTURES:
+        raise ConfigError(f"{key}.sae.architecture", f"unknown SAE architecture '{merged['architecture']}'")
+    _check_sae(merged, f"{key}.sae" if overrides else "sae", model["d_model"])
+
+
+def _check_layers(layers: list[int], n_layers: int, key: str) -> None:
+    outside = [layer for layer in layers if not 0 <= layer < n_layers]
+    if outside:
+        raise ConfigError(key, f"layer(s) {outside} outside the model's depth (n_layers={n_layers}: 0..{n_layers - 1})")
+    if len(set(layers)) != len(layers) or layers != sorted(layers):
+        raise ConfigError(key, f"layers must be ascending without duplicates, got {layers}")
+
+
+def model_layers(config: dict, model: str) -> list[int]:
+    """The block indices studied for `model`."""
+    spec = config["models"][model]
+    return list(range(spec["n_layers"])) if spec["layers"] == "all" else list(spec["layers"])
+
+
+def sae_settings(config: dict, model: str) -> dict:
+    """The SAE recipe for `model`: the global sae section with the model's overrides."""
+    return {**config["sae"], **config["models"][model].get("sae", {})}
+
+
+def model_spec(config: dict, model: str) -> dict:
+    """What defines a model's checkpoints (architecture, source, training recipe)."""
+    spec = {key: value for key, value in config["models"][model].items() if key not in ("layers", "sae")}
+    if spec["source"] == "toy":
+        spec["training"] = config["toy_training"]
+    return spec
+
+
+def grid(config: dict) -> list[tuple[str, int, int]]:
+    """Every (model, step, layer) cell of the study."""
+    return [
+        (model, step, layer)
+        for model in config["models"]
+        for step in config["steps"]
+        for layer in model_layers(config, model)
+    ]

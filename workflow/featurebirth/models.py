@@ -1,0 +1,40 @@
+"""Load a checkpoint (toy or hub revision) the one way every downstream stage does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, GPTNeoXForCausalLM, PreTrainedTokenizerBase
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` means CUDA when a GPU is visible, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but no CUDA device is visible")
+    return torch.device(name)
+
+
+def forward_dtype(device: torch.device, storage: str) -> torch.dtype:
+    """Half precision on GPU (the storage dtype); float32 on CPU, where half is slow."""
+    return DTYPES[storage] if device.type == "cuda" else torch.float32
+
+
+def load_model(path: str | Path, device: torch.device, dtype: torch.dtype = torch.float32) -> GPTNeoXForCausalLM:
+    """`from_pretrained` on a local checkpoint folder, in eval mode on `device`."""
+    model = GPTNeoXForCausalLM.from_pretrained(path, dtype=dtype)
+    return model.to(device).eval()
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """The tokenizer saved beside a checkpoint."""
+    return AutoTokenizer.from_pretrained(path)
+
+
+def blocks(model: GPTNeoXForCausalLM) -> torch.nn.ModuleList:
+    """The transformer blocks whose outputs are the residual stream after each layer."""
+    return model.gpt_neox.layers

@@ -1,0 +1,56 @@
+"""Activations per (model, step): one forward pass writes every requested layer.
+
+The SAE-training cache is temporary (removed once every layer's SAE is trained); the
+probe activations (every layer, target tokens only) are small and kept for scoring.
+"""
+
+
+rule cache_training_activations:
+    input:
+        model=model_dir,
+        tokens=rules.corpus.output.tokens,
+    output:
+        temp(f"{RESULTS}/activations/{{model}}/step{{step}}/train.h5"),
+    params:
+        layers=lambda wc: " ".join(map(str, model_layers(config, wc.model))),
+        batch_size=config["activations"]["batch_size"],
+        max_tokens=config["activations"]["max_tokens"],
+        gpu_dtype=config["activations"]["gpu_dtype"],
+        device=config["device"],
+    log:
+        f"{LOGS}/activations/{{model}}/step{{step}}/train.log",
+    conda:
+        "../../envs/featurebirth.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "{CLI} --threads {threads} cache-train --model {wildcards.model} --step {wildcards.step}"
+        " --model-dir {input.model} --tokens {input.tokens} --layers {params.layers} --out {output}"
+        " --batch-size {params.batch_size} --max-tokens {params.max_tokens}"
+        " --device {params.device} --gpu-dtype {params.gpu_dtype} > {log} 2>&1"
+
+
+rule cache_probe_activations:
+    input:
+        model=model_dir,
+        probes=rules.corpus.output.probes,
+    output:
+        f"{RESULTS}/activations/{{model}}/step{{step}}/probes.h5",
+    params:
+        batch_size=config["activations"]["batch_size"],
+        gpu_dtype=config["activations"]["gpu_dtype"],
+        device=config["device"],
+    log:
+        f"{LOGS}/activations/{{model}}/step{{step}}/probes.log",
+    conda:
+        "../../envs/featurebirth.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "{CLI} --threads {threads} cache-probes --model {wildcards.model} --step {wildcards.step}"
+        " --model-dir {input.model} --probes {input.probes} --out {output}"
+        " --batch-size {params.batch_size} --device {params.device} --gpu-dtype {params.gpu_dtype} > {log} 2>&1"

@@ -1,0 +1,22 @@
+"""Corpus with planted categories, its tokenizer, token ids and the probe set (once)."""
+
+
+rule corpus:
+    output:
+        tokens=f"{RESULTS}/corpus/tokens.h5",
+        probes=f"{RESULTS}/corpus/probes.tsv",
+        tokenizer=directory(f"{RESULTS}/corpus/tokenizer"),
+        train_text=f"{RESULTS}/corpus/train.txt",
+        sae_text=f"{RESULTS}/corpus/sae.txt",
+        lexicon=f"{RESULTS}/corpus/lexicon.json",
+    params:
+        spec=lambda wc: as_arg({"corpus": config["corpus"], "probes": config["probes"]}),
+    log:
+        f"{LOGS}/corpus.log",
+    conda:
+        "../../envs/featurebirth.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "{CLI} corpus --spec {params.spec} --out {RESULTS}/corpus > {log} 2>&1"

@@ -1,0 +1,25 @@
+"""One sparse autoencoder per (model, step, layer), trained with dictionary-learning."""
+
+
+rule sae:
+    input:
+        f"{RESULTS}/activations/{{model}}/step{{step}}/train.h5",
+    output:
+        weights=f"{RESULTS}/sae/{{model}}/step{{step}}/layer{{layer}}/ae.pt",
+        config=f"{RESULTS}/sae/{{model}}/step{{step}}/layer{{layer}}/config.json",
+        metrics=f"{RESULTS}/sae/{{model}}/step{{step}}/layer{{layer}}/metrics.json",
+    params:
+        settings=lambda wc: as_arg(sae_settings(config, wc.model)),
+        out_dir=lambda wc, output: os.path.dirname(output.metrics),
+        device=config["device"],
+    log:
+        f"{LOGS}/sae/{{model}}/step{{step}}/layer{{layer}}.log",
+    conda:
+        "../../envs/featurebirth.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "{CLI} --threads {threads} sae --model {wildcards.model} --step {wildcards.step} --layer {wildcards.layer}"
+        " --settings {params.settings} --cache {input} --out {params.out_dir} --device {params.device} > {log} 2>&1"
