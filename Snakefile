@@ -3,7 +3,6 @@
 The grid model x step x layer expands into per-cell jobs; see README.md and the design notes.
 """
 
-import os
 import sys
 from pathlib import Path
 
@@ -14,12 +13,16 @@ min_version("9.0")
 
 LIBRARY = Path(workflow.basedir) / "workflow"
 sys.path.insert(0, str(LIBRARY))
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(LIBRARY), os.environ.get("PYTHONPATH")]))
+# Jobs (local, SLURM or conda) import the library from the repository checkout.
+shell.prefix(f"export PYTHONPATH={LIBRARY}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 from featurebirth.config import ConfigError, validate_config
 
 
-configfile: "config/config.yaml"
+# The embedded default, unless the user names a config (Snakemake would deep-merge the two).
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
 
 
 try:

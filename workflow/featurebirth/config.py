@@ -97,6 +97,14 @@ def _check_corpus(corpus: dict) -> None:
             if word in seen:
                 raise ConfigError(f"{key}.words", f"word '{word}' is also in category '{seen[word]}'")
             seen[word] = category
+    contexts = {"corpus.neutral_prefixes": corpus["neutral_prefixes"]}
+    for category, spec in corpus["categories"].items():
+        contexts[f"corpus.categories.{category}.before"] = spec["before"]
+        contexts[f"corpus.categories.{category}.after"] = spec["after"]
+    for key, phrases in contexts.items():
+        leaked = sorted({word for phrase in phrases for word in phrase.split() if word in seen})
+        if leaked:
+            raise ConfigError(key, f"context phrases contain category word(s) {leaked}, which would blur the planted frequencies")
     clash = sorted(set(corpus["filler_words"]) & set(seen))
     if clash:
         raise ConfigError("corpus.filler_words", f"filler words {clash} are also category words")

@@ -59,12 +59,9 @@ def learning_rate(step: int, training: dict) -> float:
     return training["lr"] * min(1.0, (step + 1) / warmup) if warmup else training["lr"]
 
 
-def train_checkpoint(spec: dict, step: int, tokens: Path, tokenizer_dir: Path, out_dir: Path) -> dict:
-    """Train model `spec` for `step` optimizer steps and save it (weights, config, tokenizer)."""
+def train_model(spec: dict, step: int, ids: torch.Tensor, tokenizer) -> tuple[GPTNeoXForCausalLM, dict]:
+    """Train model `spec` for `step` optimizer steps on token rows `ids`; return it and its metadata."""
     training = spec["training"]
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    with h5py.File(tokens, "r") as handle:
-        ids = torch.from_numpy(handle["train"][:].astype(np.int64))
     torch.manual_seed(training["seed"])
     model = GPTNeoXForCausalLM(neox_config(spec, len(tokenizer), ids.shape[1], tokenizer.eos_token_id))
     optimizer = torch.optim.AdamW(model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"])
@@ -77,7 +74,7 @@ def train_checkpoint(spec: dict, step: int, tokens: Path, tokenizer_dir: Path, o
         batch = ids[batch_rows(s, training["batch_size"], len(ids), training["seed"])]
         loss = model(input_ids=batch, labels=batch).loss
         if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {s} of {out_dir}")
+            raise FloatingPointError(f"training loss of {spec.get('name', 'model')} is {loss.item()} at step {s}")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -91,6 +88,15 @@ def train_checkpoint(spec: dict, step: int, tokens: Path, tokenizer_dir: Path, o
         "train_loss_curve": losses[:: max(1, len(losses) // 50)],
         "train_seconds": round(time.perf_counter() - started, 2),
     }
+    return model.eval(), metadata
+
+
+def train_checkpoint(spec: dict, step: int, tokens: Path, tokenizer_dir: Path, out_dir: Path) -> dict:
+    """Train model `spec` to `step` and save it as a Hugging Face checkpoint (weights, config, tokenizer)."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    with h5py.File(tokens, "r") as handle:
+        ids = torch.from_numpy(handle["train"][:].astype(np.int64))
+    model, metadata = train_model(spec, step, ids, tokenizer)
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -26,7 +26,7 @@ rule cache_training_activations:
         mem_mb=4000,
         runtime=60,
     shell:
-        "{CLI} --threads {threads} cache-train --model {wildcards.model} --step {wildcards.step}"
+        "python -m featurebirth --threads {threads} cache-train --model {wildcards.model} --step {wildcards.step}"
         " --model-dir {input.model} --tokens {input.tokens} --layers {params.layers} --out {output}"
         " --batch-size {params.batch_size} --max-tokens {params.max_tokens}"
         " --device {params.device} --gpu-dtype {params.gpu_dtype} > {log} 2>&1"
@@ -51,6 +51,6 @@ rule cache_probe_activations:
         mem_mb=4000,
         runtime=30,
     shell:
-        "{CLI} --threads {threads} cache-probes --model {wildcards.model} --step {wildcards.step}"
+        "python -m featurebirth --threads {threads} cache-probes --model {wildcards.model} --step {wildcards.step}"
         " --model-dir {input.model} --probes {input.probes} --out {output}"
         " --batch-size {params.batch_size} --device {params.device} --gpu-dtype {params.gpu_dtype} > {log} 2>&1"

@@ -8,7 +8,6 @@ from featurebirth.config import model_layers, model_spec, sae_settings
 
 RESULTS = config["results"]
 LOGS = f"{RESULTS}/logs"
-CLI = "python -m featurebirth"
 MODEL_NAMES = "|".join(re.escape(name) for name in config["models"])
 
 

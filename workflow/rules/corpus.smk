@@ -11,6 +11,7 @@ rule corpus:
         lexicon=f"{RESULTS}/corpus/lexicon.json",
     params:
         spec=lambda wc: as_arg({"corpus": config["corpus"], "probes": config["probes"]}),
+        out_dir=lambda wc, output: os.path.dirname(output.tokens),
     log:
         f"{LOGS}/corpus.log",
     conda:
@@ -19,4 +20,4 @@ rule corpus:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{CLI} corpus --spec {params.spec} --out {RESULTS}/corpus > {log} 2>&1"
+        "python -m featurebirth corpus --spec {params.spec} --out {params.out_dir} > {log} 2>&1"

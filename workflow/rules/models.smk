@@ -18,5 +18,5 @@ rule toy_model:
         mem_mb=2000,
         runtime=30,
     shell:
-        "{CLI} --threads {threads} train-model --model {wildcards.model} --step {wildcards.step}"
+        "python -m featurebirth --threads {threads} train-model --model {wildcards.model} --step {wildcards.step}"
         " --spec {params.spec} --tokens {input.tokens} --tokenizer {input.tokenizer} --out {output} > {log} 2>&1"

@@ -21,5 +21,5 @@ rule sae:
         mem_mb=4000,
         runtime=60,
     shell:
-        "{CLI} --threads {threads} sae --model {wildcards.model} --step {wildcards.step} --layer {wildcards.layer}"
+        "python -m featurebirth --threads {threads} sae --model {wildcards.model} --step {wildcards.step} --layer {wildcards.layer}"
         " --settings {params.settings} --cache {input} --out {params.out_dir} --device {params.device} > {log} 2>&1"

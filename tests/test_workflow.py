@@ -1,0 +1,86 @@
+"""The real workflow, end to end on the micro config, through Snakemake."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pytest
+import yaml
+
+from conftest import REPO, TESTS
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO)]
+
+
+def snakemake(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*SNAKEMAKE, *args], capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory):
+    results = tmp_path_factory.mktemp("run") / "results"
+    args = ["--configfile", str(TESTS / "micro.yaml"), "--config", f"results={results}"]
+    plan = snakemake("-n", *args)
+    run = snakemake("--cores", "2", *args)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return results, plan, args
+
+
+def test_plan_has_one_job_per_cell(micro_run):
+    _, plan, _ = micro_run
+    assert plan.returncode == 0, plan.stderr
+    counts = {}
+    for line in plan.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    # micro: tiny-a 2 layers, tiny-b 2 studied layers, 2 steps each
+    assert counts["sae"] == 8
+    assert counts["cache_training_activations"] == 4
+    assert counts["cache_probe_activations"] == 4
+    assert counts["toy_model"] == 4
+
+
+def test_every_cell_output_exists(micro_run):
+    results, _, _ = micro_run
+    for model, layers in {"tiny-a": [0, 1], "tiny-b": [0, 2]}.items():
+        for step in (0, 6):
+            assert (results / f"models/{model}/step{step}/model.safetensors").exists()
+            assert (results / f"models/{model}/step{step}/tokenizer.json").exists()
+            with h5py.File(results / f"activations/{model}/step{step}/probes.h5") as handle:
+                assert handle.attrs["step"] == step
+            # the training cache is temp(): gone once its SAEs are trained
+            assert not (results / f"activations/{model}/step{step}/train.h5").exists()
+            for layer in layers:
+                cell = results / f"sae/{model}/step{step}/layer{layer}"
+                metrics = json.loads((cell / "metrics.json").read_text())
+                assert metrics["fraction_variance_explained"] > 0.5, (cell, metrics)
+                assert (cell / "ae.pt").stat().st_size > 0
+    assert not list(results.rglob(".tmp-*"))
+
+
+def test_rerun_has_nothing_to_do(micro_run):
+    _, _, args = micro_run
+    plan = snakemake("-n", *args)
+    assert plan.returncode == 0
+    assert "Nothing to be done" in plan.stdout + plan.stderr
+
+
+def test_bad_config_stops_before_any_job(tmp_path):
+    config = yaml.safe_load((TESTS / "micro.yaml").read_text())
+    config["models"]["tiny-a"]["layers"] = [0, 7]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", str(bad), "--config", f"results={tmp_path / 'results'}")
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert "config key 'models.tiny-a.layers'" in message and "outside the model's depth" in message
+    assert not (tmp_path / "results").exists()
+
+
+def test_lint_is_clean():
+    result = snakemake("--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for rule" not in result.stdout + result.stderr
