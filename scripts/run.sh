@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/snakemake "$@"
+# Jobs call `python -m featurebirth`: the environment's python must come first on PATH.
+export PATH="$PWD/.venv/bin:$PATH"
+exec snakemake "$@"

@@ -1,6 +1,7 @@
 """The real workflow, end to end on the micro config, through Snakemake."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,12 @@ from conftest import REPO, TESTS
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO)]
 
 
+# Jobs call `python -m featurebirth`: the test's own environment must be the one they find.
+JOB_ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 def snakemake(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*SNAKEMAKE, *args], capture_output=True, text=True, timeout=900)
+    return subprocess.run([*SNAKEMAKE, *args], capture_output=True, text=True, timeout=900, env=JOB_ENV)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ Caches are float16 HDF5, chunked by token, with the metadata needed to read them
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -81,14 +82,24 @@ def cache_training_activations(
                 layer_dataset(layer), (n_tokens, d_model), STORAGE_DTYPE, chunks=(chunk_rows, d_model)
             )
             datasets[layer].attrs.update({**_metadata(model_name, step, d_model, n_tokens), "layer": layer})
-        with capture_blocks(model, layers) as captured, torch.inference_mode():
+        # one writer thread converts and writes batch i while the model runs batch i + 1
+        with capture_blocks(model, layers) as captured, torch.inference_mode(), ThreadPoolExecutor(1) as writer:
+            pending = None
             for start in tqdm(range(0, len(ids), batch_size), desc=f"cache {model_name} step {step}", mininterval=2):
                 batch = ids[start : start + batch_size].to(device)
                 model.gpt_neox(input_ids=batch)
-                rows = slice(start * seq_len, start * seq_len + batch.numel())
-                for layer, dataset in datasets.items():
-                    dataset[rows] = captured[layer].reshape(-1, d_model).to(torch.float16).cpu().numpy()
+                outputs = {layer: captured[layer].reshape(-1, d_model) for layer in layers}
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(_write_rows, datasets, outputs, start * seq_len)
+            if pending is not None:
+                pending.result()
     return n_tokens
+
+
+def _write_rows(datasets: dict[int, h5py.Dataset], outputs: dict[int, torch.Tensor], first_row: int) -> None:
+    for layer, values in outputs.items():
+        datasets[layer][first_row : first_row + len(values)] = values.to(torch.float16).cpu().numpy()
 
 
 def target_token_index(offsets: list[tuple[int, int]], start: int, end: int) -> int:
