@@ -36,10 +36,16 @@ include: "workflow/rules/corpus.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/activations.smk"
 include: "workflow/rules/sae.smk"
+include: "workflow/rules/score.smk"
+include: "workflow/rules/cube.smk"
+include: "workflow/rules/figures.smk"
+
+
+report: "workflow/report/workflow.rst"
 
 
 rule all:
     default_target: True
     input:
-        all_sae_metrics(),
-        all_probe_caches(),
+        rules.tables.output,
+        all_figures(),

@@ -38,6 +38,9 @@ BAD_CONFIGS = {
     "toy model without size": (lambda c: c["models"]["tiny-a"].pop("d_model"), "models.tiny-a", "needs ['d_model']"),
     "heads do not divide d_model": (lambda c: c["models"]["tiny-a"].update(n_heads=3), "models.tiny-a.n_heads", "not divisible"),
     "misspelled key": (lambda c: c["sae"].update(expanson=4), "sae", "Additional properties"),
+    "dip threshold not below tau": (lambda c: c.update(analysis={"tau": 0.7, "tau_low": 0.7}), "analysis.tau_low", "must be below analysis.tau"),
+    "figure step not configured": (lambda c: c.update(figures={"steps": [3]}), "figures.steps", "[3] are not among"),
+    "null quantile above one": (lambda c: c.update(scoring={"null_quantile": 1.5}), "scoring.null_quantile", "maximum"),
     "eval split larger than cache": (lambda c: c["sae"].update(eval_tokens=5000), "sae.eval_tokens", "smaller than activations.max_tokens"),
 }
 

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .corpus import read_probes
 from .io import atomic_path
-from .models import blocks, forward_dtype, load_model, load_tokenizer
+from .models import blocks, checkpoint_metadata, forward_dtype, load_model, load_tokenizer
 
 STORAGE_DTYPE = np.float16
 DATASET = "activations"
@@ -143,7 +143,9 @@ def cache_probe_activations(
             for layer in layers:
                 out[layer, start : start + len(chunk)] = captured[layer][rows, index].float().cpu().numpy()
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as handle:
-        handle.attrs.update({**_metadata(model_name, step, d_model, len(items)), "n_layers": n_layers})
+        handle.attrs.update(
+            {**_metadata(model_name, step, d_model, len(items)), **checkpoint_metadata(model, model_dir)}
+        )
         handle.create_dataset(DATASET, data=out, chunks=(1, len(items), d_model))
         handle.create_dataset("category", data=np.array([i.category for i in items], dtype="S"))
         handle.create_dataset("word", data=np.array([i.word for i in items], dtype="S"))

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-import torch
+from .config import grid
 
 log = logging.getLogger("featurebirth")
 
@@ -65,6 +65,71 @@ def cmd_sae(args: argparse.Namespace) -> None:
         device=resolve_device(args.device),
     )
     log.info("trained SAE %s: %s", cell, metrics)
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from .score import score_cell
+
+    scores = score_cell(
+        args.probes, args.sae_dir, args.out, model=args.model, step=args.step, layer=args.layer,
+        categories=args.categories, settings=args.settings,
+    )
+    log.info("scored %s/step%d/layer%d: %s", args.model, args.step, args.layer,
+             dict(zip(args.categories, scores["score"].values.round(3))))
+
+
+def cmd_cube(args: argparse.Namespace) -> None:
+    from .cube import build_cube, read_cells, write_cube
+    from .layout import score_path
+
+    config = args.config
+    paths = [score_path(config["results"], m, s, layer) for m, s, layer in grid(config)]
+    cells = read_cells(paths)
+    categories = list(config["corpus"]["categories"])
+    frequency = {c: spec["frequency"] for c, spec in config["corpus"]["categories"].items()}
+    cube = build_cube(cells, list(config["models"]), config["steps"], categories, frequency, config)
+    write_cube(cube, args.out)
+    log.info("cube of %d cells written to %s", len(cells), args.out)
+
+
+def cmd_tables(args: argparse.Namespace) -> None:
+    from .cube import open_cube
+    from .tables import write_tables
+
+    summary = write_tables(open_cube(args.cube), args.settings, args.out_dir)
+    log.info("tables written to %s; %s", args.out_dir, {k: v for k, v in summary.items() if k != "categories"})
+
+
+def cmd_figure(args: argparse.Namespace) -> None:
+    from . import figures
+    from .cube import cube_config, open_cube
+
+    cube = open_cube(args.cube)
+    config = cube_config(cube)
+    settings, dpi = config["analysis"], config["figures"]["dpi"]
+    steps = figures.shown_steps([int(s) for s in cube["step"].values], config["figures"]["steps"])
+    if args.kind == "heatmaps":
+        if args.model not in cube["model"].values:
+            raise SystemExit(f"figure heatmaps: --model {args.model!r} is not in the cube {list(cube['model'].values)}")
+        figures.heatmaps(cube, args.model, settings, args.out, dpi)
+    elif args.kind == "emergence":
+        figures.emergence_curves(cube, settings, args.out, dpi)
+    elif args.kind == "scale":
+        figures.scale(cube, settings, steps, args.out, dpi)
+    else:
+        figures.reactivation(cube, settings, steps, args.out, dpi)
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from .cube import cube_config, open_cube
+    from .summary import print_summary
+
+    cube = open_cube(args.cube)
+    settings = {**cube_config(cube)["analysis"], **{k: v for k, v in vars(args).items() if k in OVERRIDES and v is not None}}
+    print_summary(cube, settings)
+
+
+OVERRIDES = ("tau", "margin", "tau_low", "persistence", "min_variance_explained", "return_cosine")
 
 
 def _cell_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,6 +189,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", type=_spec, required=True, help="JSON SAE recipe for this model")
     p.add_argument("--cache", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
+
+    p = add("score", cmd_score, "score one cell: category selectivity of its SAE features and the null")
+    _cell_arguments(p)
+    p.add_argument("--layer", type=int, required=True)
+    p.add_argument("--probes", type=Path, required=True, help="the (model, step) probe activation cache")
+    p.add_argument("--sae-dir", type=Path, required=True)
+    p.add_argument("--categories", type=_spec, required=True, help="JSON list of categories, in cube order")
+    p.add_argument("--settings", type=_spec, required=True, help="JSON scoring section of the config")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = add("cube", cmd_cube, "gather every scored cell into one netCDF cube")
+    p.add_argument("--config", type=_spec, required=True, help="JSON of the validated config")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = add("tables", cmd_tables, "emergence, emergence layer, scale and reactivation tables from the cube")
+    p.add_argument("--cube", type=Path, required=True)
+    p.add_argument("--settings", type=_spec, required=True, help="JSON analysis section of the config")
+    p.add_argument("--out-dir", type=Path, required=True)
+
+    p = add("figure", cmd_figure, "one figure of the cube (settings are read from the cube's config)")
+    p.add_argument("kind", choices=["heatmaps", "emergence", "scale", "reactivation"])
+    p.add_argument("--cube", type=Path, required=True)
+    p.add_argument("--model", help="the model (heatmaps)")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = add("summary", cmd_summary, "print each category's emergence step, layer, scale threshold and reactivations")
+    p.add_argument("cube", type=Path, help="results/cube.nc")
+    for name in OVERRIDES:
+        p.add_argument(f"--{name.replace('_', '-')}", type=int if name == "persistence" else float,
+                       help=f"override analysis.{name} stored in the cube")
     return parser
 
 
@@ -132,5 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
+        import torch  # only the stages that run models pay for importing torch
+
         torch.set_num_threads(args.threads)
     args.handler(args)

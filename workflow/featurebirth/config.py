@@ -69,7 +69,18 @@ def validate_config(raw: dict) -> dict:
         raise ConfigError("sae.eval_tokens", "must be smaller than activations.max_tokens")
     for name, model in config["models"].items():
         _check_model(config, name, model)
+    _check_analysis(config)
     return config
+
+
+def _check_analysis(config: dict) -> None:
+    analysis = config["analysis"]
+    if analysis["tau_low"] >= analysis["tau"]:
+        raise ConfigError("analysis.tau_low", f"{analysis['tau_low']} must be below analysis.tau ({analysis['tau']})")
+    shown = config["figures"]["steps"] or []
+    unknown = sorted(set(shown) - set(config["steps"]))
+    if unknown:
+        raise ConfigError("figures.steps", f"step(s) {unknown} are not among the configured steps")
 
 
 def load_config(path: str | Path) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -38,3 +39,18 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
 def blocks(model: GPTNeoXForCausalLM) -> torch.nn.ModuleList:
     """The transformer blocks whose outputs are the residual stream after each layer."""
     return model.gpt_neox.layers
+
+
+def checkpoint_metadata(model: GPTNeoXForCausalLM, path: str | Path) -> dict:
+    """Size and training progress of a loaded checkpoint: n_params, d_model, n_layers, tokens_seen.
+
+    tokens_seen comes from the toy suite's `featurebirth.json`; -1 where the checkpoint does not record it.
+    """
+    recorded = Path(path) / "featurebirth.json"
+    tokens_seen = json.loads(recorded.read_text())["tokens_seen"] if recorded.exists() else -1
+    return {
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "d_model": model.config.hidden_size,
+        "n_layers": model.config.num_hidden_layers,
+        "tokens_seen": tokens_seen,
+    }

@@ -4,10 +4,13 @@ import json
 import re
 import shlex
 
-from featurebirth.config import model_layers, model_spec, sae_settings
+from featurebirth.config import grid, model_layers, model_spec, sae_settings
+from featurebirth.layout import cube_path, score_path
 
 RESULTS = config["results"]
 LOGS = f"{RESULTS}/logs"
+TABLES = ["emergence_steps", "emergence_layers", "scale_thresholds", "reactivation", "summary_table"]
+FIGURES = ["emergence", "scale", "reactivation"]
 MODEL_NAMES = "|".join(re.escape(name) for name in config["models"])
 
 
@@ -26,18 +29,10 @@ def model_dir(wildcards) -> str:
     return f"{RESULTS}/models/{wildcards.model}/step{wildcards.step}"
 
 
-def all_sae_metrics() -> list[str]:
-    return [
-        f"{RESULTS}/sae/{model}/step{step}/layer{layer}/metrics.json"
-        for model in config["models"]
-        for step in config["steps"]
-        for layer in model_layers(config, model)
-    ]
+def all_scores() -> list[str]:
+    return [score_path(RESULTS, model, step, layer) for model, step, layer in grid(config)]
 
 
-def all_probe_caches() -> list[str]:
-    return [
-        f"{RESULTS}/activations/{model}/step{step}/probes.h5"
-        for model in config["models"]
-        for step in config["steps"]
-    ]
+def all_figures() -> list[str]:
+    heatmaps = [f"{RESULTS}/figures/heatmaps/{model}.png" for model in config["models"]]
+    return heatmaps + [f"{RESULTS}/figures/{figure}.png" for figure in FIGURES]

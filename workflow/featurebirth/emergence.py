@@ -1,0 +1,154 @@
+"""When, where and at what scale each category is born, and where it reactivates: from the cube alone.
+
+A category is *represented* in a cell when its score clears `tau`, beats its permutation null
+by `margin`, and the cell's SAE is healthy (variance explained >= `min_variance_explained`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy.stats import spearmanr
+
+
+def represented(cube: xr.Dataset, settings: dict) -> xr.DataArray:
+    """Boolean (model, step, layer, category); cells that do not exist are False."""
+    healthy = cube["variance_explained"] >= settings["min_variance_explained"]
+    return (cube["score"] >= settings["tau"]) & (cube["score"] - cube["null"] >= settings["margin"]) & healthy
+
+
+def studied(cube: xr.Dataset) -> xr.DataArray:
+    """Boolean (model, step, layer): the cell exists in the cube."""
+    return cube["score"].notnull().any("category")
+
+
+def relative_depth(cube: xr.Dataset) -> xr.DataArray:
+    """(layer + 1) / n_layers per (model, layer): the share of the model's blocks applied, in (0, 1]."""
+    return (cube["layer"] + 1) / cube["n_layers"]
+
+
+def first_persistent(flags: np.ndarray, persistence: int) -> np.ndarray:
+    """Index along the last axis of the first True that stays True for `persistence` more entries
+    (or to the end); -1 where there is none."""
+    stays = flags.copy()
+    n = flags.shape[-1]
+    for k in range(1, persistence + 1):
+        if k < n:
+            stays[..., : n - k] &= flags[..., k:]
+    first = stays.argmax(axis=-1)
+    return np.where(stays.any(axis=-1), first, -1)
+
+
+def emergence_step(flags: xr.DataArray, persistence: int) -> xr.DataArray:
+    """First step from which the category stays represented (model, layer, category); NaN if never."""
+    index = xr.apply_ufunc(
+        first_persistent, flags.astype(bool), kwargs={"persistence": persistence},
+        input_core_dims=[["step"]],
+    )
+    steps = flags["step"].values.astype(float)
+    return xr.where(index >= 0, xr.DataArray(steps)[index.clip(min=0)], np.nan).rename("emergence_step")
+
+
+def emergence_layer(flags: xr.DataArray) -> xr.DataArray:
+    """Shallowest represented layer (model, step, category); NaN where no layer is represented."""
+    any_layer = flags.any("layer")
+    return xr.where(any_layer, flags.argmax("layer"), np.nan).rename("emergence_layer")
+
+
+def scale_threshold(flags: xr.DataArray, n_params: xr.DataArray) -> xr.DataArray:
+    """Parameters of the smallest model with a represented layer (step, category[, ...]); NaN if none."""
+    sizes = n_params.astype(float).broadcast_like(flags.any("layer"))
+    return sizes.where(flags.any("layer")).min("model").rename("scale_threshold")
+
+
+def depth_bin_labels(n_bins: int) -> list[str]:
+    """Labels of equal relative-depth bins, e.g. '0-33%', '33-67%', '67-100%'."""
+    edges = np.linspace(0, 100, n_bins + 1)
+    return [f"{a:.0f}-{b:.0f}%" for a, b in zip(edges[:-1], edges[1:])]
+
+
+def scale_threshold_by_depth(cube: xr.Dataset, flags: xr.DataArray, n_bins: int) -> xr.DataArray:
+    """Smallest model represented within each relative-depth bin (step, category, depth_bin)."""
+    bins = np.ceil(relative_depth(cube) * n_bins).clip(1, n_bins) - 1
+    per_bin = [
+        scale_threshold(flags.where(bins == b, False), cube["n_params"]).expand_dims(depth_bin=[label])
+        for b, label in enumerate(depth_bin_labels(n_bins))
+    ]
+    return xr.concat(per_bin, "depth_bin")
+
+
+def dip_events(scores: np.ndarray, flags: np.ndarray, tau_low: float) -> list[tuple[int, int, int]]:
+    """(l1, l2, l3) positions: represented at l1, a dip to <= tau_low whose lowest point is l2, represented at l3.
+
+    l1 is the last represented position before the dip and l3 the first after it; positions
+    that are neither represented nor low neither start nor end a dip.
+    """
+    events, last_represented, dip = [], None, None
+    for position, (score, is_represented) in enumerate(zip(scores, flags)):
+        if is_represented:
+            if last_represented is not None and dip is not None:
+                events.append((last_represented, dip, position))
+            last_represented, dip = position, None
+        elif last_represented is not None and score <= tau_low and (dip is None or score < scores[dip]):
+            dip = position
+    return events
+
+
+def reactivation_events(cube: xr.Dataset, flags: xr.DataArray, settings: dict) -> pd.DataFrame:
+    """Every reactivation event (model, step, category, l1, l2, l3) with the feature-level verdict."""
+    rows = []
+    exists = studied(cube)
+    for model in cube["model"].values:
+        for step in cube["step"].values:
+            layers = cube["layer"].values[exists.sel(model=model, step=step).values]
+            for category in cube["category"].values:
+                cell = {"model": model, "step": step, "category": category}
+                scores = cube["score"].sel(cell).sel(layer=layers).values
+                found = dip_events(scores, flags.sel(cell).sel(layer=layers).values, settings["tau_low"])
+                for i1, i2, i3 in found:
+                    l1, l2, l3 = (int(layers[i]) for i in (i1, i2, i3))
+                    cosine = cube["direction_cosine"].sel(cell)
+                    back = float(cosine.sel(layer=l3, other_layer=l1))
+                    rows.append({
+                        **cell, "step": int(step), "l1": l1, "l2": l2, "l3": l3,
+                        "score_l1": scores[i1], "score_l2": scores[i2], "score_l3": scores[i3],
+                        "cosine_l3_l1": back, "cosine_l2_l1": float(cosine.sel(layer=l2, other_layer=l1)),
+                        "feature_verdict": "returns" if back >= settings["return_cosine"] else "new",
+                    })
+    return pd.DataFrame(rows, columns=list(REACTIVATION_COLUMNS))
+
+
+REACTIVATION_COLUMNS = {
+    "model": "configured model name",
+    "step": "training step (optimizer steps)",
+    "category": "planted category",
+    "l1": "layer where the category is represented before the dip",
+    "l2": "lowest-scoring layer of the dip (score <= tau_low)",
+    "l3": "first layer after the dip where the category is represented again",
+    "score_l1": "category score at l1",
+    "score_l2": "category score at l2",
+    "score_l3": "category score at l3",
+    "cosine_l3_l1": "cosine of the best features' decoder directions at l3 and l1",
+    "cosine_l2_l1": "cosine of the best features' decoder directions at l2 and l1",
+    "feature_verdict": "returns: the l3 feature points back to the l1 feature (cosine >= return_cosine); new: it does not",
+}
+
+
+def spearman_by_model(steps: xr.DataArray, frequency: xr.DataArray) -> dict[str, dict]:
+    """Spearman correlation of planted frequency with emergence step per model; never-emerged ranks last."""
+    out = {}
+    for model in steps["model"].values:
+        emerged = steps.sel(model=model).fillna(np.inf).values
+        if len(set(emerged)) < 2 or len(set(frequency.values)) < 2:
+            out[str(model)] = {"rho": None, "p_value": None, "n_categories": int(len(emerged))}
+            continue
+        rho, p_value = spearmanr(frequency.values, emerged)
+        out[str(model)] = {"rho": _finite(rho), "p_value": _finite(p_value), "n_categories": int(len(emerged))}
+    return out
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or not math.isfinite(float(value)) else float(value)
