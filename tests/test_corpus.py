@@ -4,7 +4,8 @@ from collections import Counter
 
 import h5py
 
-from featurebirth.corpus import CONTROL, build_corpus, generate_sequences, planted_probabilities, read_probes
+from featurebirth.layout import CONTROL
+from featurebirth.corpus import build_corpus, generate_sequences, planted_probabilities, read_probes
 from featurebirth.models import load_tokenizer
 from featurebirth.activations import target_token_index
 

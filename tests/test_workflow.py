@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 import h5py
+import pandas as pd
 import pytest
 import yaml
 
+from featurebirth.cube import open_cube
 from conftest import REPO, TESTS
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO)]
@@ -46,6 +48,59 @@ def test_plan_has_one_job_per_cell(micro_run):
     assert counts["cache_training_activations"] == 4
     assert counts["cache_probe_activations"] == 4
     assert counts["toy_model"] == 4
+    assert counts["score"] == 8
+    assert counts["cube"] == 1 and counts["tables"] == 1
+    assert counts["heatmaps"] == 2 and counts["figure"] == 3
+
+
+def test_cube_holds_every_cell(micro_run):
+    results, _, _ = micro_run
+    cube = open_cube(results / "cube.nc")
+    assert dict(cube.sizes) == {"model": 2, "step": 2, "layer": 3, "category": 3, "other_layer": 3}
+    assert cube["model"].values.tolist() == ["tiny-a", "tiny-b"]
+    assert cube["step"].values.tolist() == [0, 6]
+    assert cube["category"].values.tolist() == ["animals", "colours", "numbers"]
+    assert cube["n_layers"].values.tolist() == [2, 3]
+    assert cube["d_model"].values.tolist() == [16, 24]
+    assert (cube["n_params"].values > 0).all() and cube["n_params"].values[1] > cube["n_params"].values[0]
+    # 8 sequences of 32 tokens per optimizer step in the micro toy training
+    assert cube["tokens_seen"].values.tolist() == [[0, 6 * 8 * 32]] * 2
+    assert cube["planted_frequency"].values.tolist() == [4, 2, 1]
+    # tiny-a has no layer 2; tiny-b's layer 1 is not studied
+    assert cube["score"].sel(model="tiny-a", layer=2).isnull().all()
+    assert cube["score"].sel(model="tiny-b", layer=1).isnull().all()
+    studied = cube["score"].sel(model="tiny-b", layer=[0, 2])
+    assert studied.notnull().all() and ((studied >= 0) & (studied <= 1)).all()
+    assert (cube["variance_explained"].sel(model="tiny-a", layer=[0, 1]) > 0.5).all()
+    assert cube.attrs["n_cells"] == 8
+    assert json.loads(cube.attrs["config"])["steps"] == [0, 6]
+
+
+def test_tables_figures_and_report(micro_run):
+    results, _, args = micro_run
+    for name in ("emergence_steps", "emergence_layers", "scale_thresholds", "reactivation", "summary_table"):
+        table = pd.read_csv(results / f"tables/{name}.tsv", sep="\t", comment="#")
+        assert len(table.columns) >= 5, name
+    steps = pd.read_csv(results / "tables/emergence_steps.tsv", sep="\t", comment="#")
+    assert len(steps) == 4 * 3  # (tiny-a: 2 + tiny-b: 2 studied layers) x 3 categories
+    summary = json.loads((results / "tables/summary.json").read_text())
+    assert summary["represented_at_step0"] == 0
+    for figure in ("heatmaps/tiny-a", "heatmaps/tiny-b", "emergence", "scale", "reactivation"):
+        assert (results / f"figures/{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = results / "report.html"
+    result = snakemake(*args, "--report", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = report.read_text()
+    assert "emergence.png" in html and "reactivation.tsv" in html
+
+
+def test_summary_command_prints_every_category(micro_run):
+    results, _, _ = micro_run
+    printed = subprocess.run([sys.executable, "-m", "featurebirth", "summary", str(results / "cube.nc")],
+                             capture_output=True, text=True, env={**JOB_ENV, "COLUMNS": "160"}, timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    for expected in ("tiny-a", "tiny-b", "animals", "colours", "numbers", "emerges at step"):
+        assert expected in printed.stdout
 
 
 def test_every_cell_output_exists(micro_run):

@@ -19,10 +19,10 @@ from tqdm import tqdm
 
 from .corpus import read_probes
 from .io import atomic_path
+from .layout import PROBE_DATASET, layer_dataset
 from .models import blocks, checkpoint_metadata, forward_dtype, load_model, load_tokenizer
 
 STORAGE_DTYPE = np.float16
-DATASET = "activations"
 
 
 @contextmanager
@@ -46,11 +46,6 @@ def capture_blocks(model: torch.nn.Module, layers: list[int]) -> Iterator[dict[i
 
 def _metadata(model: str, step: int, d_model: int, n_tokens: int) -> dict:
     return {"model": model, "step": step, "d_model": d_model, "n_tokens": n_tokens, "dtype": "float16"}
-
-
-def layer_dataset(layer: int) -> str:
-    """Name of a layer's dataset in a training cache."""
-    return f"layer_{layer}"
 
 
 def cache_training_activations(
@@ -146,7 +141,7 @@ def cache_probe_activations(
         handle.attrs.update(
             {**_metadata(model_name, step, d_model, len(items)), **checkpoint_metadata(model, model_dir)}
         )
-        handle.create_dataset(DATASET, data=out, chunks=(1, len(items), d_model))
+        handle.create_dataset(PROBE_DATASET, data=out, chunks=(1, len(items), d_model))
         handle.create_dataset("category", data=np.array([i.category for i in items], dtype="S"))
         handle.create_dataset("word", data=np.array([i.word for i in items], dtype="S"))
         handle.create_dataset("token_id", data=np.array([e["input_ids"][t] for e, t in zip(encoded, targets)]))

@@ -85,9 +85,8 @@ def cmd_cube(args: argparse.Namespace) -> None:
     config = args.config
     paths = [score_path(config["results"], m, s, layer) for m, s, layer in grid(config)]
     cells = read_cells(paths)
-    categories = list(config["corpus"]["categories"])
     frequency = {c: spec["frequency"] for c, spec in config["corpus"]["categories"].items()}
-    cube = build_cube(cells, list(config["models"]), config["steps"], categories, frequency, config)
+    cube = build_cube(cells, args.order["models"], config["steps"], args.order["categories"], frequency, config)
     write_cube(cube, args.out)
     log.info("cube of %d cells written to %s", len(cells), args.out)
 
@@ -201,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("cube", cmd_cube, "gather every scored cell into one netCDF cube")
     p.add_argument("--config", type=_spec, required=True, help="JSON of the validated config")
+    p.add_argument("--order", type=_spec, required=True, help='JSON {"models": [...], "categories": [...]}: cube order')
     p.add_argument("--out", type=Path, required=True)
 
     p = add("tables", cmd_tables, "emergence, emergence layer, scale and reactivation tables from the cube")

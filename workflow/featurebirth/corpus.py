@@ -18,11 +18,11 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from .io import atomic_dir, atomic_path
+from .layout import CONTROL
 
 EOS = "<|endoftext|>"
 UNK = "[UNK]"
 SENTENCE_END = "."
-CONTROL = "control"
 
 
 @dataclass(frozen=True)

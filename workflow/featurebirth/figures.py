@@ -62,8 +62,8 @@ def heatmaps(cube: xr.Dataset, model: str, settings: dict, path: Path, dpi: int 
         ax.invert_yaxis()
         _draw_boundary(ax, first.sel(category=category).values, steps)
         ax.set_title(f"{category}", fontsize=10)
-        ax.set_xlabel("training step")
-        ax.set_ylabel("layer")
+        ax.set_xlabel("training step (optimizer steps)")
+        ax.set_ylabel("layer (block index)")
         ax.tick_params(axis="x", labelrotation=45)
         ax.tick_params(axis="y", labelrotation=0)
     for ax in axes.flat[len(categories):]:
@@ -116,8 +116,11 @@ def scale(cube: xr.Dataset, settings: dict, steps: list[int], path: Path, dpi: i
     frame = frame[frame["step"].isin(steps)]
     grid = sns.relplot(frame, x="n_params", y="score", hue="category", col="step", kind="line", marker="o",
                        height=3.2, aspect=1.0)
+    sizes = cube["n_params"].to_series()
     for ax in grid.axes.flat:
         ax.set_xscale("log")
+        ax.set_xticks(sizes.values, [f"{name}\n{size / 1e6:.2g}M" for name, size in sizes.items()], fontsize=8)
+        ax.minorticks_off()
         ax.axhline(settings["tau"], color="grey", linewidth=0.8, linestyle=":")
         ax.set_ylim(0, 1.02)
     grid.set_axis_labels("model size (parameters, log)", f"{SCORE_LABEL},\nbest layer")

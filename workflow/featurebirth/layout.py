@@ -1,8 +1,15 @@
-"""Where each stage writes, in one place: the Snakemake rules and the library build paths from these."""
+"""Where each stage writes and the names inside its files, in one place.
+
+The Snakemake rules and the library build paths from these; light stages import this
+module without pulling in torch or transformers.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+PROBE_DATASET = "activations"  # probes.h5: [n_layers, n_items, d_model] float16
+CONTROL = "control"  # category label of probe items whose target is a filler word
 
 
 def score_path(results: str | Path, model: str, step: int | str, layer: int | str) -> str:
@@ -13,3 +20,8 @@ def score_path(results: str | Path, model: str, step: int | str, layer: int | st
 def cube_path(results: str | Path) -> str:
     """The cube of every cell."""
     return f"{results}/cube.nc"
+
+
+def layer_dataset(layer: int) -> str:
+    """Name of a layer's dataset in a training cache (train.h5)."""
+    return f"layer_{layer}"

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .activations import layer_dataset
 from .io import atomic_path, plain_attrs, read_json, write_json
+from .layout import layer_dataset
 
 TRAINER_NAMES = {"topk": "TopKTrainer", "batchtopk": "BatchTopKTrainer", "relu": "StandardTrainer"}
 CHECK_EVERY = 25

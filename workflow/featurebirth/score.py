@@ -18,9 +18,8 @@ import torch
 import xarray as xr
 from scipy.stats import rankdata
 
-from .activations import DATASET
-from .corpus import CONTROL
 from .io import atomic_path, read_json
+from .layout import CONTROL, PROBE_DATASET
 from .sae import load_sae
 
 
@@ -110,7 +109,7 @@ def score_codes(
 def read_probe_cache(path: Path, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """One layer's probe activations [items, d_model] (float32), labels, words and the file's metadata."""
     with h5py.File(path, "r") as handle:
-        activations = handle[DATASET][layer].astype(np.float32)
+        activations = handle[PROBE_DATASET][layer].astype(np.float32)
         labels = handle["category"][:].astype(str)
         words = handle["word"][:].astype(str)
         return activations, labels, words, dict(handle.attrs)

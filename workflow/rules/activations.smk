@@ -23,8 +23,8 @@ rule cache_training_activations:
         "../../envs/featurebirth.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=grows(4000),
+        runtime=grows(60),
     shell:
         "python -m featurebirth --threads {threads} cache-train --model {wildcards.model} --step {wildcards.step}"
         " --model-dir {input.model} --tokens {input.tokens} --layers {params.layers} --out {output}"
@@ -48,8 +48,8 @@ rule cache_probe_activations:
         "../../envs/featurebirth.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=grows(4000),
+        runtime=grows(30),
     shell:
         "python -m featurebirth --threads {threads} cache-probes --model {wildcards.model} --step {wildcards.step}"
         " --model-dir {input.model} --probes {input.probes} --out {output}"

@@ -20,6 +20,11 @@ wildcard_constraints:
     layer=r"\d+",
 
 
+def grows(base: int):
+    """A resource that grows with each retry (base, 2 x base, ...), so a job killed for time or memory can pass."""
+    return lambda wildcards, attempt: base * attempt
+
+
 def as_arg(data) -> str:
     """A JSON value quoted for the shell: per-cell settings travel as one argument."""
     return shlex.quote(json.dumps(data, sort_keys=True))

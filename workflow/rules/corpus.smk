@@ -17,7 +17,7 @@ rule corpus:
     conda:
         "../../envs/featurebirth.yaml"
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=grows(2000),
+        runtime=grows(10),
     shell:
         "python -m featurebirth corpus --spec {params.spec} --out {params.out_dir} > {log} 2>&1"

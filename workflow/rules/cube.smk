@@ -14,16 +14,18 @@ rule cube:
     params:
         # a function: the config holds '{word}' templates that would read as wildcards
         config=lambda wildcards: as_arg(config),
+        # JSON keys are sorted: the config's order of models and categories travels separately
+        order=as_arg({"models": list(config["models"]), "categories": list(config["corpus"]["categories"])}),
     log:
         f"{LOGS}/cube.log",
     conda:
         "../../envs/featurebirth.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=grows(4000),
+        runtime=grows(30),
     shell:
-        "python -m featurebirth cube --config {params.config} --out {output} > {log} 2>&1"
+        "python -m featurebirth cube --config {params.config} --order {params.order} --out {output} > {log} 2>&1"
 
 
 rule tables:
@@ -35,14 +37,14 @@ rule tables:
         summary=f"{RESULTS}/tables/summary.json",
     params:
         settings=as_arg(config["analysis"]),
-        out_dir=f"{RESULTS}/tables",
+        out_dir=lambda wildcards, output: os.path.dirname(output.summary),
     log:
         f"{LOGS}/tables.log",
     conda:
         "../../envs/featurebirth.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=grows(4000),
+        runtime=grows(30),
     shell:
         "python -m featurebirth tables --cube {input} --settings {params.settings} --out-dir {params.out_dir} > {log} 2>&1"

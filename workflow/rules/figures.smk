@@ -23,8 +23,8 @@ rule heatmaps:
         "../../envs/featurebirth.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=grows(2000),
+        runtime=grows(15),
     shell:
         "python -m featurebirth figure heatmaps --model {wildcards.model} --cube {input} --out {output} > {log} 2>&1"
 
@@ -47,7 +47,7 @@ rule figure:
         "../../envs/featurebirth.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=grows(2000),
+        runtime=grows(15),
     shell:
         "python -m featurebirth figure {wildcards.figure} --cube {input} --out {output} > {log} 2>&1"

@@ -15,8 +15,8 @@ rule toy_model:
         "../../envs/featurebirth.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=grows(2000),
+        runtime=grows(30),
     shell:
         "python -m featurebirth --threads {threads} train-model --model {wildcards.model} --step {wildcards.step}"
         " --spec {params.spec} --tokens {input.tokens} --tokenizer {input.tokenizer} --out {output} > {log} 2>&1"

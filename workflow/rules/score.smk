@@ -19,8 +19,8 @@ rule score:
         "../../envs/featurebirth.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=grows(2000),
+        runtime=grows(15),
     shell:
         "python -m featurebirth --threads {threads} score --model {wildcards.model} --step {wildcards.step}"
         " --layer {wildcards.layer} --probes {input.probes} --sae-dir {params.sae_dir}"
