@@ -198,3 +198,19 @@ def test_cube_from_cells_pads_shallow_models_and_round_trips(tmp_path):
     assert np.isnan(float(cosine.sel(layer=1, other_layer=2)))
     write_cube(cube, tmp_path / "cube.nc")
     xr.testing.assert_identical(open_cube(tmp_path / "cube.nc"), cube)
+
+
+def test_duplicate_checkpoints_are_refused_unless_allowed():
+    cube = cube_of({"m": over_steps([LOW, HIGH, HIGH, HIGH, HIGH])}, {"m": 10}, STEPS5)
+    fingerprints = np.array([["f0", "f1", "f2", "f2", "f4"]])
+    from featurebirth.cube import duplicate_steps
+
+    cube["fingerprint"] = (("model", "step"), fingerprints)
+    cube["duplicate_checkpoint"] = (("model", "step"), duplicate_steps(fingerprints.astype(object)))
+    assert cube["duplicate_checkpoint"].values.tolist() == [[False, False, True, True, False]]
+    with pytest.raises(em.DuplicateCheckpointError, match=r"m step 2 \(f2\), m step 4 \(f2\)"):
+        em.represented(cube, SETTINGS)
+    allowed = em.represented(cube, {**SETTINGS, "allow_duplicate_checkpoints": True})
+    assert int(allowed.sum()) == 4
+    _, summary = summary_frame(cube, {**SETTINGS, "allow_duplicate_checkpoints": True})
+    assert [d["step"] for d in summary["duplicate_checkpoints"]] == [2, 4]

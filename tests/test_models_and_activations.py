@@ -8,7 +8,7 @@ from featurebirth.activations import cache_probe_activations, cache_training_act
 from featurebirth.config import model_spec
 from featurebirth.corpus import read_probes
 from featurebirth.io import read_json
-from featurebirth.models import load_model, load_tokenizer
+from featurebirth.models import load_model, load_tokenizer, weight_fingerprint
 from featurebirth.toy_models import METADATA, train_model
 
 CPU = torch.device("cpu")
@@ -35,6 +35,13 @@ def test_training_moves_weights_and_step0_is_init(micro, corpus_dir, checkpoint)
     trained = load_model(checkpoint, CPU)
     name = "gpt_neox.embed_in.weight"
     assert not torch.equal(init.state_dict()[name], trained.state_dict()[name])
+    # fingerprints: different weights differ; the same weights agree after a reload and in float16
+    assert weight_fingerprint(init) != weight_fingerprint(trained)
+    assert weight_fingerprint(load_model(checkpoint, CPU)) == weight_fingerprint(trained)
+    half = load_model(checkpoint, CPU).half()
+    exact_in_half = load_model(checkpoint, CPU)
+    exact_in_half.load_state_dict({k: v.half().float() for k, v in exact_in_half.state_dict().items()})
+    assert weight_fingerprint(half) == weight_fingerprint(exact_in_half)
 
 
 def test_hooked_block_output_is_the_residual_stream(checkpoint, corpus_dir):

@@ -73,6 +73,7 @@ def test_cube_holds_every_cell(micro_run):
     assert studied.notnull().all() and ((studied >= 0) & (studied <= 1)).all()
     assert (cube["variance_explained"].sel(model="tiny-a", layer=[0, 1]) > 0.5).all()
     assert cube.attrs["n_cells"] == 8
+    assert len(set(cube["fingerprint"].values.ravel())) == 4 and not cube["duplicate_checkpoint"].any()
     assert json.loads(cube.attrs["config"])["steps"] == [0, 6]
 
 
@@ -144,3 +145,42 @@ def test_lint_is_clean():
     result = snakemake("--lint")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Lints for rule" not in result.stdout + result.stderr
+
+
+def _planned_jobs(plan_output: str) -> list[tuple[str, dict]]:
+    """(rule, wildcards) of every job in a dry-run plan."""
+    jobs, rule = [], None
+    for line in plan_output.splitlines():
+        line = line.strip()
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+            jobs.append((rule, {}))
+        elif line.startswith("wildcards:") and jobs:
+            jobs[-1][1].update(dict(part.split("=", 1) for part in line[len("wildcards:"):].strip().split(", ")))
+    return jobs
+
+
+def test_adding_a_step_runs_only_the_new_cells(micro_run, tmp_path):
+    """Runs last in this module: it extends the micro run in place with step 3."""
+    results, _, _ = micro_run
+    config = yaml.safe_load((TESTS / "micro.yaml").read_text())
+    config["steps"] = [0, 3, 6]
+    extended = tmp_path / "extended.yaml"
+    extended.write_text(yaml.safe_dump(config))
+    args = ["--configfile", str(extended), "--config", f"results={results}"]
+    plan = snakemake("-n", *args)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    jobs = _planned_jobs(plan.stdout)
+    per_cell = [(rule, wc) for rule, wc in jobs if "step" in wc]
+    assert per_cell and all(wc["step"] == "3" for _, wc in per_cell), per_cell
+    counts = {rule: sum(r == rule for r, _ in jobs) for rule, _ in jobs}
+    assert counts["sae"] == 4 and counts["score"] == 4 and counts["toy_model"] == 2
+    assert counts["cube"] == 1 and counts["tables"] == 1
+    old_cells = [p for p in results.rglob("*") if p.is_file() and "step3" not in p.parts
+                 and p.parts[len(results.parts)] in ("models", "activations", "sae", "scores")]
+    before = {p: p.stat().st_mtime_ns for p in old_cells}
+    run = snakemake("--cores", "2", *args)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in old_cells} == before
+    assert open_cube(results / "cube.nc")["step"].values.tolist() == [0, 3, 6]
+    assert (results / "scores/tiny-b/step3/layer2.nc").exists()

@@ -31,6 +31,7 @@ DESCRIPTIONS = {
     "l0": "SAE mean active features per token",
     "dead_fraction": "fraction of SAE features that never fired on held-out activations",
     "direction_cosine": "cosine of the best features' decoder directions at layer and other_layer",
+    "duplicate_checkpoint": "another step of this model has identical weights (a mislabelled revision?)",
 }
 
 
@@ -68,6 +69,7 @@ def build_cube(cells: list[xr.Dataset], models: list[str], steps: list[int], cat
     quality = {name: _empty(shape[:3]) for name in QUALITY_VARIABLES}
     cosine = _empty((len(models), len(steps), len(categories), n_layers, n_layers))
     tokens_seen = _empty(shape[:2])
+    fingerprint = np.full(shape[:2], "", dtype=object)
     directions: dict[tuple[int, int], dict[int, np.ndarray]] = {}
     for cell in cells:
         m, s, layer = models.index(cell.attrs["model"]), steps.index(int(cell.attrs["step"])), int(cell.attrs["layer"])
@@ -78,6 +80,7 @@ def build_cube(cells: list[xr.Dataset], models: list[str], steps: list[int], cat
         for name in QUALITY_VARIABLES:
             quality[name][m, s, layer] = float(cell[name])
         tokens_seen[m, s] = cell.attrs.get("tokens_seen", np.nan)
+        fingerprint[m, s] = str(cell.attrs.get("fingerprint", ""))
         directions.setdefault((m, s), {})[layer] = cell["best_direction"].values
     for (m, s), by_layer in directions.items():
         layers = sorted(by_layer)
@@ -88,6 +91,7 @@ def build_cube(cells: list[xr.Dataset], models: list[str], steps: list[int], cat
     data = {name: (dims, values) for name, values in arrays.items()}
     data.update({name: (dims[:3], values) for name, values in quality.items()})
     data["direction_cosine"] = (("model", "step", "category", "layer", "other_layer"), cosine)
+    data["duplicate_checkpoint"] = (("model", "step"), duplicate_steps(fingerprint))
     cube = xr.Dataset(
         data,
         coords={
@@ -97,6 +101,7 @@ def build_cube(cells: list[xr.Dataset], models: list[str], steps: list[int], cat
             "other_layer": ("other_layer", np.arange(n_layers)),
             "category": categories,
             "tokens_seen": (("model", "step"), tokens_seen, {"units": "tokens"}),
+            "fingerprint": (("model", "step"), fingerprint.astype(str), {"description": "SHA-256 of the weights"}),
             "n_params": ("model", [int(info[m]["n_params"]) for m in models], {"units": "parameters"}),
             "d_model": ("model", [int(info[m]["d_model"]) for m in models]),
             "n_layers": ("model", [int(info[m]["n_layers"]) for m in models]),
@@ -107,6 +112,15 @@ def build_cube(cells: list[xr.Dataset], models: list[str], steps: list[int], cat
     for name, text in DESCRIPTIONS.items():
         cube[name].attrs["description"] = text
     return cube
+
+
+def duplicate_steps(fingerprint: np.ndarray) -> np.ndarray:
+    """(model, step) flags: another step of the same model has the same weight fingerprint."""
+    flags = np.zeros(fingerprint.shape, dtype=bool)
+    for m, row in enumerate(fingerprint):
+        known = [f for f in row if f]
+        flags[m] = [bool(f) and known.count(f) > 1 for f in row]
+    return flags
 
 
 def write_cube(cube: xr.Dataset, path: Path) -> None:

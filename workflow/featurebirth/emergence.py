@@ -14,8 +14,33 @@ import xarray as xr
 from scipy.stats import spearmanr
 
 
+class DuplicateCheckpointError(ValueError):
+    """Two steps of one model have identical weights; the analysis refuses them unless allowed."""
+
+
+def duplicate_checkpoints(cube: xr.Dataset) -> list[dict]:
+    """Every (model, step) whose weights equal another step's of the same model."""
+    if "duplicate_checkpoint" not in cube:
+        return []
+    flagged = cube["duplicate_checkpoint"].to_series()
+    return [
+        {"model": model, "step": int(step), "fingerprint": str(cube["fingerprint"].sel(model=model, step=step).item())}
+        for (model, step), is_duplicate in flagged.items() if is_duplicate
+    ]
+
+
 def represented(cube: xr.Dataset, settings: dict) -> xr.DataArray:
-    """Boolean (model, step, layer, category); cells that do not exist are False."""
+    """Boolean (model, step, layer, category); cells that do not exist are False.
+
+    Refuses a cube with duplicate checkpoints unless `allow_duplicate_checkpoints` is set.
+    """
+    duplicates = duplicate_checkpoints(cube)
+    if duplicates and not settings.get("allow_duplicate_checkpoints", False):
+        listed = ", ".join(f"{d['model']} step {d['step']} ({d['fingerprint']})" for d in duplicates)
+        raise DuplicateCheckpointError(
+            f"checkpoints with identical weights: {listed}; a revision is probably mislabelled. Fix the steps "
+            "or set analysis.allow_duplicate_checkpoints: true to analyse them anyway"
+        )
     healthy = cube["variance_explained"] >= settings["min_variance_explained"]
     return (cube["score"] >= settings["tau"]) & (cube["score"] - cube["null"] >= settings["margin"]) & healthy
 

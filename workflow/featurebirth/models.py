@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def blocks(model: GPTNeoXForCausalLM) -> torch.nn.ModuleList:
 
 
 def checkpoint_metadata(model: GPTNeoXForCausalLM, path: str | Path) -> dict:
-    """Size and training progress of a loaded checkpoint: n_params, d_model, n_layers, tokens_seen.
+    """Size, training progress and weight fingerprint of a loaded checkpoint.
 
     tokens_seen comes from the toy suite's `featurebirth.json`; -1 where the checkpoint does not record it.
     """
@@ -53,4 +54,18 @@ def checkpoint_metadata(model: GPTNeoXForCausalLM, path: str | Path) -> dict:
         "d_model": model.config.hidden_size,
         "n_layers": model.config.num_hidden_layers,
         "tokens_seen": tokens_seen,
+        "fingerprint": weight_fingerprint(model),
     }
+
+
+def weight_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 (first 16 hex digits) of every tensor of the state dict as float32, in name order.
+
+    Identical weights give identical fingerprints on any device; so do checkpoints stored in a precision
+    the forward dtype holds exactly (Pythia's float16 loaded as float16 or float32).
+    """
+    digest = hashlib.sha256()
+    for name, parameter in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(parameter.detach().to(torch.float32).cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]

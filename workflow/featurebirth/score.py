@@ -148,5 +148,5 @@ def score_cell(
     return scores
 
 
-CHECKPOINT_ATTRS = ("n_params", "tokens_seen", "d_model", "n_layers")
+CHECKPOINT_ATTRS = ("n_params", "tokens_seen", "d_model", "n_layers", "fingerprint")
 QUALITY_METRICS = {"variance_explained": "fraction_variance_explained", "l0": "l0", "dead_fraction": "dead_fraction"}

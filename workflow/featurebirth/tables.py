@@ -127,6 +127,7 @@ def summary_frame(cube: xr.Dataset, settings: dict) -> tuple[pd.DataFrame, dict]
         "represented_cells": int(flags.sum()),
         "represented_at_step0": int(flags.sel(step=0).sum()) if 0 in cube["step"].values else None,
         "reactivation_events": int(len(events)),
+        "duplicate_checkpoints": em.duplicate_checkpoints(cube),
         "spearman_frequency_vs_emergence_step": em.spearman_by_model(earliest, cube["planted_frequency"]),
         "categories": frame.replace({np.nan: None}).to_dict(orient="records"),
     }
