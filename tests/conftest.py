@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,25 @@ from featurebirth.toy_models import train_checkpoint
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO)]
+# Jobs call `python -m featurebirth`: the test's own environment must be the one they find.
+JOB_ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def snakemake(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the repository's workflow with the test's Python; capture its output."""
+    return subprocess.run([*SNAKEMAKE, *args], capture_output=True, text=True, timeout=900, env=env or JOB_ENV)
+
+
+@pytest.fixture(scope="session")
+def micro_run(tmp_path_factory):
+    """The micro config run locally once per session: (results folder, dry-run plan, arguments)."""
+    results = tmp_path_factory.mktemp("run") / "results"
+    args = ["--configfile", str(TESTS / "micro.yaml"), "--config", f"results={results}"]
+    plan = snakemake("-n", *args)
+    run = snakemake("--cores", "2", *args)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return results, plan, args
 
 
 @pytest.fixture(scope="session")

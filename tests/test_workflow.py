@@ -1,38 +1,15 @@
 """The real workflow, end to end on the micro config, through Snakemake."""
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import h5py
 import pandas as pd
-import pytest
 import yaml
 
+from conftest import JOB_ENV, TESTS, snakemake
 from featurebirth.cube import open_cube
-from conftest import REPO, TESTS
-
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO)]
-
-
-# Jobs call `python -m featurebirth`: the test's own environment must be the one they find.
-JOB_ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-
-
-def snakemake(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*SNAKEMAKE, *args], capture_output=True, text=True, timeout=900, env=JOB_ENV)
-
-
-@pytest.fixture(scope="module")
-def micro_run(tmp_path_factory):
-    results = tmp_path_factory.mktemp("run") / "results"
-    args = ["--configfile", str(TESTS / "micro.yaml"), "--config", f"results={results}"]
-    plan = snakemake("-n", *args)
-    run = snakemake("--cores", "2", *args)
-    assert run.returncode == 0, run.stderr[-4000:]
-    return results, plan, args
 
 
 def test_plan_has_one_job_per_cell(micro_run):

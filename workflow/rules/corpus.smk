@@ -1,6 +1,10 @@
 """Corpus with planted categories, its tokenizer, token ids and the probe set (once)."""
 
 
+localrules:
+    corpus,
+
+
 rule corpus:
     output:
         tokens=f"{RESULTS}/corpus/tokens.h5",
