@@ -14,7 +14,8 @@ min_version("9.0")
 LIBRARY = Path(workflow.basedir) / "workflow"
 sys.path.insert(0, str(LIBRARY))
 # Jobs (local, SLURM or conda) import the library from the repository checkout.
-shell.prefix(f"export PYTHONPATH={LIBRARY}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+# Compute jobs read hub revisions from the local cache only (the prefetch rule opts out).
+shell.prefix(f"export PYTHONPATH={LIBRARY}${{{{PYTHONPATH:+:$PYTHONPATH}}}} HF_HUB_OFFLINE=1; ")
 
 from featurebirth.config import ConfigError, validate_config
 

@@ -26,6 +26,22 @@ def snakemake(*args: str, env: dict | None = None) -> subprocess.CompletedProces
     return subprocess.run([*SNAKEMAKE, *args], capture_output=True, text=True, timeout=900, env=env or JOB_ENV)
 
 
+def planned_jobs(plan_output: str) -> list[dict]:
+    """Every job of a dry-run plan: rule, whether it is local, its wildcards and its resources line."""
+    jobs = []
+    for line in plan_output.splitlines():
+        line = line.strip()
+        if line.startswith(("rule ", "localrule ")):
+            jobs.append({"rule": line.split()[1].rstrip(":"), "local": line.startswith("localrule"),
+                         "wildcards": {}, "resources": ""})
+        elif line.startswith("wildcards:") and jobs:
+            pairs = line[len("wildcards:"):].strip().split(", ")
+            jobs[-1]["wildcards"] = dict(pair.split("=", 1) for pair in pairs)
+        elif line.startswith("resources:") and jobs:
+            jobs[-1]["resources"] = line
+    return jobs
+
+
 @pytest.fixture(scope="session")
 def micro_run(tmp_path_factory):
     """The micro config run locally once per session: (results folder, dry-run plan, arguments)."""

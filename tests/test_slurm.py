@@ -11,8 +11,10 @@ import subprocess
 import numpy as np
 import pytest
 import xarray as xr
+import yaml
 
-from conftest import JOB_ENV, TESTS, snakemake
+from conftest import JOB_ENV, REPO, TESTS, planned_jobs, snakemake
+from featurebirth.config import grid, load_config
 
 CLUSTER = TESTS / "slurm" / "cluster.sh"
 GPU_RULES = ("cache_training_activations", "cache_probe_activations", "sae")
@@ -86,14 +88,46 @@ def test_slurm_plan_asks_for_gpus_without_slurm():
     plan = snakemake("-n", "--profile", "profiles/slurm", "--configfile", str(TESTS / "micro.yaml"),
                      "--config", "results=/nonexistent/plan-only")
     assert plan.returncode == 0, plan.stderr[-3000:]
-    rule, gpu_by_rule = None, {}
-    for line in plan.stdout.splitlines():
-        line = line.strip()
-        if line.startswith(("rule ", "localrule ")):
-            rule = line.split()[1].rstrip(":")
-        elif line.startswith("resources:") and rule:
-            gpu_by_rule.setdefault(rule, set()).add("gpu=1" in line.split(", "))
+    gpu_by_rule = {}
+    for job in planned_jobs(plan.stdout):
+        gpu_by_rule.setdefault(job["rule"], set()).add("gpu=1" in job["resources"].split(", "))
     for name in GPU_RULES:
         assert gpu_by_rule[name] == {True}, name
     for name in ("toy_model", "score"):
         assert gpu_by_rule[name] == {False}, name
+
+
+def test_pythia_plan_with_the_slurm_profile_needs_neither_slurm_nor_network(tmp_path):
+    """config/pythia.yaml, cut to its smallest and largest model and two steps, plans offline."""
+    config = yaml.safe_load((REPO / "config" / "pythia.yaml").read_text())
+    config["models"] = {name: config["models"][name] for name in ("pythia-70m", "pythia-12b")}
+    config["steps"] = [0, 143000]
+    cut = tmp_path / "pythia-cut.yaml"
+    cut.write_text(yaml.safe_dump(config))
+    plan = snakemake("-n", "--profile", "profiles/slurm", "--configfile", str(cut),
+                     "--config", f"results={tmp_path / 'results'}", env={**JOB_ENV, "HF_HUB_OFFLINE": "1"})
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    jobs = planned_jobs(plan.stdout)
+
+    def of(rule: str, model: str) -> list[dict]:
+        return [job for job in jobs if job["rule"] == rule and job["wildcards"].get("model") == model]
+
+    prefetch = [job for job in jobs if job["rule"] == "prefetch"]
+    # 2 models x 2 steps; a local rule (the real-SLURM test shows local rules are never submitted)
+    assert len(prefetch) == 4 and not any("gpu=1" in job["resources"] for job in prefetch)
+    sae_12b = of("sae", "pythia-12b")
+    assert len(sae_12b) == 2 * 36
+    assert all(all(f in job["resources"] for f in ("gpu=1", "mem_mb=128000", "runtime=960")) for job in sae_12b)
+    assert all("gpu=1" in job["resources"] for job in of("cache_training_activations", "pythia-70m"))
+    assert not any("gpu=1" in job["resources"] for job in of("score", "pythia-70m"))
+
+
+def test_pythia_config_has_the_real_suite():
+    config = load_config(REPO / "config" / "pythia.yaml")
+    depths = {name: spec["n_layers"] for name, spec in config["models"].items()}
+    assert depths == {"pythia-70m": 6, "pythia-160m": 12, "pythia-410m": 24, "pythia-1b": 16, "pythia-1.4b": 24,
+                      "pythia-2.8b": 32, "pythia-6.9b": 32, "pythia-12b": 36}
+    assert len(config["steps"]) == 25 and config["steps"][0] == 0 and config["steps"][-1] == 143000
+    assert not {50000, 58000} & set(config["steps"])
+    assert all(spec["layers"] == "all" and spec["source"] == "hub" for spec in config["models"].values())
+    assert len(grid(config)) == 25 * sum(depths.values())

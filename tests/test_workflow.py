@@ -8,7 +8,7 @@ import h5py
 import pandas as pd
 import yaml
 
-from conftest import JOB_ENV, TESTS, snakemake
+from conftest import JOB_ENV, TESTS, planned_jobs, snakemake
 from featurebirth.cube import open_cube
 
 
@@ -124,19 +124,6 @@ def test_lint_is_clean():
     assert "Lints for rule" not in result.stdout + result.stderr
 
 
-def _planned_jobs(plan_output: str) -> list[tuple[str, dict]]:
-    """(rule, wildcards) of every job in a dry-run plan."""
-    jobs, rule = [], None
-    for line in plan_output.splitlines():
-        line = line.strip()
-        if line.startswith(("rule ", "localrule ")):
-            rule = line.split()[1].rstrip(":")
-            jobs.append((rule, {}))
-        elif line.startswith("wildcards:") and jobs:
-            jobs[-1][1].update(dict(part.split("=", 1) for part in line[len("wildcards:"):].strip().split(", ")))
-    return jobs
-
-
 def test_adding_a_step_runs_only_the_new_cells(micro_run, tmp_path):
     """Runs last in this module: it extends the micro run in place with step 3."""
     results, _, _ = micro_run
@@ -147,10 +134,10 @@ def test_adding_a_step_runs_only_the_new_cells(micro_run, tmp_path):
     args = ["--configfile", str(extended), "--config", f"results={results}"]
     plan = snakemake("-n", *args)
     assert plan.returncode == 0, plan.stderr[-3000:]
-    jobs = _planned_jobs(plan.stdout)
-    per_cell = [(rule, wc) for rule, wc in jobs if "step" in wc]
+    jobs = planned_jobs(plan.stdout)
+    per_cell = [(job["rule"], job["wildcards"]) for job in jobs if "step" in job["wildcards"]]
     assert per_cell and all(wc["step"] == "3" for _, wc in per_cell), per_cell
-    counts = {rule: sum(r == rule for r, _ in jobs) for rule, _ in jobs}
+    counts = {job["rule"]: sum(j["rule"] == job["rule"] for j in jobs) for job in jobs}
     assert counts["sae"] == 4 and counts["score"] == 4 and counts["toy_model"] == 2
     assert counts["cube"] == 1 and counts["tables"] == 1
     old_cells = [p for p in results.rglob("*") if p.is_file() and "step3" not in p.parts

@@ -61,12 +61,16 @@ def cache_training_activations(
     device: torch.device,
     gpu_dtype: str = "float16",
     split: str = "sae",
+    seq_len: int = 64,
 ) -> int:
-    """Write block outputs for up to `max_tokens` tokens of `split`, one dataset per layer; return the token count."""
+    """Write block outputs for up to `max_tokens` tokens, one dataset per layer; return the token count.
+
+    `tokens` is the corpus's token file (toy models: the `split` rows) or its text (hub models: tokenised
+    here with the checkpoint's own tokenizer and cut into rows of `seq_len`).
+    """
     model = load_model(model_dir, device, forward_dtype(device, gpu_dtype))
-    with h5py.File(tokens, "r") as handle:
-        seq_len = handle[split].shape[1]
-        ids = torch.from_numpy(handle[split][: max(1, max_tokens // seq_len)].astype(np.int64))
+    ids = training_ids(tokens, model_dir, max_tokens, split, seq_len)
+    seq_len = ids.shape[1]
     d_model, n_tokens = model.config.hidden_size, ids.numel()
     chunk_rows = min(n_tokens, max(1, 2**20 // (2 * d_model)))
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as handle:
@@ -90,6 +94,19 @@ def cache_training_activations(
             if pending is not None:
                 pending.result()
     return n_tokens
+
+
+def training_ids(tokens: Path, model_dir: Path, max_tokens: int, split: str, seq_len: int) -> torch.Tensor:
+    """[rows, seq_len] token ids: from the HDF5 token file, or the text tokenised by the checkpoint's tokenizer."""
+    if Path(tokens).suffix == ".h5":
+        with h5py.File(tokens, "r") as handle:
+            width = handle[split].shape[1]
+            return torch.from_numpy(handle[split][: max(1, max_tokens // width)].astype(np.int64))
+    flat = load_tokenizer(model_dir)(Path(tokens).read_text())["input_ids"][:max_tokens]
+    rows = len(flat) // seq_len
+    if rows == 0:
+        raise ValueError(f"{tokens} has {len(flat)} tokens, fewer than one row of {seq_len}")
+    return torch.tensor(flat[: rows * seq_len], dtype=torch.int64).reshape(rows, seq_len)
 
 
 def _write_rows(datasets: dict[int, h5py.Dataset], outputs: dict[int, torch.Tensor], first_row: int) -> None:

@@ -40,6 +40,7 @@ def cmd_cache_train(args: argparse.Namespace) -> None:
         args.model_dir, args.tokens, args.layers, args.out,
         model_name=args.model, step=args.step, batch_size=args.batch_size,
         max_tokens=args.max_tokens, device=resolve_device(args.device), gpu_dtype=args.gpu_dtype,
+        seq_len=args.seq_len,
     )
     log.info("cached %d tokens x %d layers for %s step %d", n_tokens, len(args.layers), args.model, args.step)
 
@@ -65,6 +66,13 @@ def cmd_sae(args: argparse.Namespace) -> None:
         device=resolve_device(args.device),
     )
     log.info("trained SAE %s: %s", cell, metrics)
+
+
+def cmd_prefetch(args: argparse.Namespace) -> None:
+    from .hub import prefetch
+
+    pointer = prefetch(args.spec, args.step, args.cache_dir, args.out, offline=args.offline)
+    log.info("%s %s is in %s", pointer["repo"], pointer["revision"], pointer["snapshot"])
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -167,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     _cell_arguments(p)
     _device_arguments(p)
     p.add_argument("--model-dir", type=Path, required=True)
-    p.add_argument("--tokens", type=Path, required=True)
+    p.add_argument("--tokens", type=Path, required=True, help="corpus tokens.h5 (toy) or sae.txt (hub)")
+    p.add_argument("--seq-len", type=int, default=64, help="row length when --tokens is text")
     p.add_argument("--layers", type=int, nargs="+", required=True)
     p.add_argument("--out", type=Path, required=True, help="HDF5 cache, one dataset per layer")
     p.add_argument("--batch-size", type=int, required=True)
@@ -187,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", type=int, required=True)
     p.add_argument("--settings", type=_spec, required=True, help="JSON SAE recipe for this model")
     p.add_argument("--cache", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+
+    p = add("prefetch", cmd_prefetch, "fetch one hub revision into the cache and write its pointer")
+    _cell_arguments(p)
+    p.add_argument("--spec", type=_spec, required=True, help="JSON model spec (repo, revision pattern, tokens_per_step)")
+    p.add_argument("--cache-dir", type=Path, required=True)
+    p.add_argument("--offline", action="store_true", help="only look in the cache (HF_HUB_OFFLINE)")
     p.add_argument("--out", type=Path, required=True)
 
     p = add("score", cmd_score, "score one cell: category selectivity of its SAE features and the null")

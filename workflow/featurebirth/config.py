@@ -183,7 +183,7 @@ def sae_settings(config: dict, model: str) -> dict:
 
 def model_spec(config: dict, model: str) -> dict:
     """What defines a model's checkpoints (architecture, source, training recipe)."""
-    spec = {key: value for key, value in config["models"][model].items() if key not in ("layers", "sae")}
+    spec = {key: value for key, value in config["models"][model].items() if key not in ("layers", "sae", "resources")}
     if spec["source"] == "toy":
         spec["training"] = config["toy_training"]
     return spec

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, GPTNeoXForCausalLM, PreTrainedTokenizerBase
 
+from .hub import is_pointer, load_pretrained
+
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -27,14 +29,14 @@ def forward_dtype(device: torch.device, storage: str) -> torch.dtype:
 
 
 def load_model(path: str | Path, device: torch.device, dtype: torch.dtype = torch.float32) -> GPTNeoXForCausalLM:
-    """`from_pretrained` on a local checkpoint folder, in eval mode on `device`."""
-    model = GPTNeoXForCausalLM.from_pretrained(path, dtype=dtype)
+    """`from_pretrained` on a checkpoint folder or a hub pointer (cache only), in eval mode on `device`."""
+    model = load_pretrained(GPTNeoXForCausalLM, path, dtype=dtype)
     return model.to(device).eval()
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
-    """The tokenizer saved beside a checkpoint."""
-    return AutoTokenizer.from_pretrained(path)
+    """The tokenizer saved beside a checkpoint, or the hub revision's."""
+    return load_pretrained(AutoTokenizer, path)
 
 
 def blocks(model: GPTNeoXForCausalLM) -> torch.nn.ModuleList:
@@ -45,10 +47,10 @@ def blocks(model: GPTNeoXForCausalLM) -> torch.nn.ModuleList:
 def checkpoint_metadata(model: GPTNeoXForCausalLM, path: str | Path) -> dict:
     """Size, training progress and weight fingerprint of a loaded checkpoint.
 
-    tokens_seen comes from the toy suite's `featurebirth.json`; -1 where the checkpoint does not record it.
+    tokens_seen comes from the toy suite's `featurebirth.json` or the hub pointer; -1 where neither records it.
     """
-    recorded = Path(path) / "featurebirth.json"
-    tokens_seen = json.loads(recorded.read_text())["tokens_seen"] if recorded.exists() else -1
+    recorded = Path(path) if is_pointer(path) else Path(path) / "featurebirth.json"
+    tokens_seen = json.loads(recorded.read_text()).get("tokens_seen", -1) if recorded.exists() else -1
     return {
         "n_params": sum(p.numel() for p in model.parameters()),
         "d_model": model.config.hidden_size,

@@ -8,13 +8,14 @@ probe activations (every layer, target tokens only) are small and kept for scori
 rule cache_training_activations:
     input:
         model=model_dir,
-        tokens=rules.corpus.output.tokens,
+        tokens=training_tokens,
     output:
         temp(f"{RESULTS}/activations/{{model}}/step{{step}}/train.h5"),
     params:
         layers=lambda wc: " ".join(map(str, model_layers(config, wc.model))),
         batch_size=config["activations"]["batch_size"],
         max_tokens=config["activations"]["max_tokens"],
+        seq_len=config["corpus"]["seq_len"],
         gpu_dtype=config["activations"]["gpu_dtype"],
         device=config["device"],
     log:
@@ -23,12 +24,12 @@ rule cache_training_activations:
         "../../envs/featurebirth.yaml"
     threads: 1
     resources:
-        mem_mb=grows(4000),
-        runtime=grows(60),
+        mem_mb=model_grows("mem_mb", 4000),
+        runtime=model_grows("runtime", 60),
     shell:
         "python -m featurebirth --threads {threads} cache-train --model {wildcards.model} --step {wildcards.step}"
         " --model-dir {input.model} --tokens {input.tokens} --layers {params.layers} --out {output}"
-        " --batch-size {params.batch_size} --max-tokens {params.max_tokens}"
+        " --batch-size {params.batch_size} --max-tokens {params.max_tokens} --seq-len {params.seq_len}"
         " --device {params.device} --gpu-dtype {params.gpu_dtype} > {log} 2>&1"
 
 
@@ -48,8 +49,8 @@ rule cache_probe_activations:
         "../../envs/featurebirth.yaml"
     threads: 1
     resources:
-        mem_mb=grows(4000),
-        runtime=grows(30),
+        mem_mb=model_grows("mem_mb", 4000),
+        runtime=model_grows("runtime", 30),
     shell:
         "python -m featurebirth --threads {threads} cache-probes --model {wildcards.model} --step {wildcards.step}"
         " --model-dir {input.model} --probes {input.probes} --out {output}"

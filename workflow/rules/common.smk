@@ -12,6 +12,9 @@ LOGS = f"{RESULTS}/logs"
 TABLES = ["emergence_steps", "emergence_layers", "scale_thresholds", "reactivation", "summary_table"]
 FIGURES = ["emergence", "scale", "reactivation"]
 MODEL_NAMES = "|".join(re.escape(name) for name in config["models"])
+NEVER = "(?!x)x"  # a wildcard pattern that matches nothing, for an empty model list
+TOY_MODELS = "|".join(re.escape(n) for n, m in config["models"].items() if m["source"] == "toy") or NEVER
+HUB_MODELS = "|".join(re.escape(n) for n, m in config["models"].items() if m["source"] == "hub") or NEVER
 
 
 wildcard_constraints:
@@ -25,13 +28,35 @@ def grows(base: int):
     return lambda wildcards, attempt: base * attempt
 
 
+def model_grows(resource: str, base: int):
+    """Like grows(), from the larger of `base` and the model's own floor (models.<name>.resources)."""
+
+    def scaled(wildcards, attempt):
+        floor = config["models"][wildcards.model].get("resources", {}).get(resource, 0)
+        return max(base, floor) * attempt
+
+    return scaled
+
+
 def as_arg(data) -> str:
     """A JSON value quoted for the shell: per-cell settings travel as one argument."""
     return shlex.quote(json.dumps(data, sort_keys=True))
 
 
+def is_hub(model: str) -> bool:
+    return config["models"][model]["source"] == "hub"
+
+
 def model_dir(wildcards) -> str:
+    """The checkpoint a (model, step) loads from: a toy folder, or the hub revision's prefetch pointer."""
+    if is_hub(wildcards.model):
+        return f"{RESULTS}/hub/{wildcards.model}/step{wildcards.step}.json"
     return f"{RESULTS}/models/{wildcards.model}/step{wildcards.step}"
+
+
+def training_tokens(wildcards) -> str:
+    """Toy models read the corpus's token ids; hub models tokenise its text with their own tokenizer."""
+    return f"{RESULTS}/corpus/sae.txt" if is_hub(wildcards.model) else f"{RESULTS}/corpus/tokens.h5"
 
 
 def all_scores() -> list[str]:

@@ -1,4 +1,9 @@
-"""Checkpoints, one per (model, step): toy models are trained here from scratch to the step."""
+"""Checkpoints, one per (model, step): toy models are trained here from scratch to the step; hub
+revisions are fetched into the hub cache by a local rule (the submitting node has internet)."""
+
+
+localrules:
+    prefetch,
 
 
 rule toy_model:
@@ -7,6 +12,8 @@ rule toy_model:
         tokenizer=rules.corpus.output.tokenizer,
     output:
         directory(f"{RESULTS}/models/{{model}}/step{{step}}"),
+    wildcard_constraints:
+        model=TOY_MODELS,
     params:
         spec=lambda wc: as_arg(model_spec(config, wc.model)),
     log:
@@ -15,8 +22,30 @@ rule toy_model:
         "../../envs/featurebirth.yaml"
     threads: 1
     resources:
-        mem_mb=grows(2000),
-        runtime=grows(30),
+        mem_mb=model_grows("mem_mb", 2000),
+        runtime=model_grows("runtime", 30),
     shell:
         "python -m featurebirth --threads {threads} train-model --model {wildcards.model} --step {wildcards.step}"
         " --spec {params.spec} --tokens {input.tokens} --tokenizer {input.tokenizer} --out {output} > {log} 2>&1"
+
+
+rule prefetch:
+    output:
+        f"{RESULTS}/hub/{{model}}/step{{step}}.json",
+    wildcard_constraints:
+        model=HUB_MODELS,
+    params:
+        spec=lambda wc: as_arg(model_spec(config, wc.model)),
+        cache_dir=config["hub"]["cache_dir"],
+        offline="--offline" if config["hub"]["offline_prefetch"] else "",
+    log:
+        f"{LOGS}/hub/{{model}}/step{{step}}.log",
+    conda:
+        "../../envs/featurebirth.yaml"
+    threads: 1
+    resources:
+        mem_mb=model_grows("mem_mb", 1000),
+        runtime=model_grows("runtime", 120),
+    shell:
+        "HF_HUB_OFFLINE=0 python -m featurebirth prefetch --model {wildcards.model} --step {wildcards.step}"
+        " --spec {params.spec} --cache-dir {params.cache_dir} {params.offline} --out {output} > {log} 2>&1"

@@ -18,8 +18,8 @@ rule sae:
         "../../envs/featurebirth.yaml"
     threads: 1
     resources:
-        mem_mb=grows(4000),
-        runtime=grows(60),
+        mem_mb=model_grows("mem_mb", 4000),
+        runtime=model_grows("runtime", 60),
     shell:
         "python -m featurebirth --threads {threads} sae --model {wildcards.model} --step {wildcards.step} --layer {wildcards.layer}"
         " --settings {params.settings} --cache {input} --out {params.out_dir} --device {params.device} > {log} 2>&1"
