@@ -10,7 +10,6 @@ rule sae:
         metrics=f"{RESULTS}/sae/{{model}}/step{{step}}/layer{{layer}}/metrics.json",
     params:
         settings=lambda wc: as_arg(sae_settings(config, wc.model)),
-        out_dir=lambda wc, output: os.path.dirname(output.metrics),
         device=config["device"],
     log:
         f"{LOGS}/sae/{{model}}/step{{step}}/layer{{layer}}.log",
@@ -22,4 +21,4 @@ rule sae:
         runtime=model_grows("runtime", 60),
     shell:
         "python -m featurebirth --threads {threads} sae --model {wildcards.model} --step {wildcards.step} --layer {wildcards.layer}"
-        " --settings {params.settings} --cache {input} --out {params.out_dir} --device {params.device} > {log} 2>&1"
+        " --settings {params.settings} --cache {input} --out $(dirname {output.metrics}) --device {params.device} > {log} 2>&1"

@@ -12,7 +12,6 @@ rule score:
     params:
         categories=as_arg(list(config["corpus"]["categories"])),
         settings=as_arg(config["scoring"]),
-        sae_dir=lambda wc, input: os.path.dirname(input.metrics),
     log:
         f"{LOGS}/scores/{{model}}/step{{step}}/layer{{layer}}.log",
     conda:
@@ -23,5 +22,5 @@ rule score:
         runtime=grows(15),
     shell:
         "python -m featurebirth --threads {threads} score --model {wildcards.model} --step {wildcards.step}"
-        " --layer {wildcards.layer} --probes {input.probes} --sae-dir {params.sae_dir}"
+        " --layer {wildcards.layer} --probes {input.probes} --sae-dir $(dirname {input.metrics})"
         " --categories {params.categories} --settings {params.settings} --out {output} > {log} 2>&1"

@@ -1,0 +1,105 @@
+"""Dry-run planning time of the full Pythia suite (every size, all 154 revisions, every layer).
+
+Times `snakemake -n` on this workflow against plain Snakefiles of the same grid with one and
+with two per-cell rules, side by side in one run, and prints the ratios. Needs no SLURM and no
+network: `.venv/bin/python benchmarks/dry_run.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflow"))
+
+from featurebirth.config import grid, load_config  # noqa: E402
+
+SUITE = {  # size: (n_layers, d_model)
+    "pythia-14m": (6, 128), "pythia-31m": (6, 256), "pythia-70m": (6, 512), "pythia-160m": (12, 768),
+    "pythia-410m": (24, 1024), "pythia-1b": (16, 2048), "pythia-1.4b": (24, 2048), "pythia-2.8b": (32, 2560),
+    "pythia-6.9b": (32, 4096), "pythia-12b": (36, 5120),
+}
+ALL_STEPS = [0] + [2**i for i in range(10)] + list(range(1000, 143001, 1000))
+
+PLAIN = """
+import yaml
+cfg = yaml.safe_load(open("{config}"))
+CELLS = [(m, s, l) for m, spec in cfg["models"].items() for s in cfg["steps"] for l in range(spec["n_layers"])]
+
+rule all:
+    input: [f"plain/{{m}}/step{{s}}/layer{{l}}.{last}" for m, s, l in CELLS]
+
+rule cell:
+    output: "plain/{{model}}/step{{step}}/layer{{layer}}.sae"
+    shell: "touch {{output}}"
+{second}
+"""
+SECOND = """
+rule score:
+    input: "plain/{model}/step{step}/layer{layer}.sae"
+    output: "plain/{model}/step{step}/layer{layer}.score"
+    shell: "touch {output}"
+"""
+
+
+def full_suite_config(path: Path) -> dict:
+    """config/pythia.yaml extended to every size and all 154 revisions."""
+    config = yaml.safe_load((REPO / "config" / "pythia.yaml").read_text())
+    template = next(iter(config["models"].values()))
+    config["models"] = {
+        name: {**template, "repo": f"EleutherAI/{name}", "n_layers": depth, "d_model": width, "sae": {"expansion": 4}}
+        for name, (depth, width) in SUITE.items()
+    }
+    config["steps"] = ALL_STEPS
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return load_config(path)
+
+
+def time_plan(args: list[str], cwd: Path, repeats: int) -> float:
+    """Best wall time of `snakemake -n` over `repeats` runs (it must succeed)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--quiet", "all", *args], cwd=cwd,
+                              capture_output=True, text=True)
+        best = min(best, time.perf_counter() - start)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-3000:])
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        config = full_suite_config(tmp / "suite.yaml")
+        cells = len(grid(config))
+        for name, second in (("one", ""), ("two", SECOND)):
+            (tmp / name).mkdir()
+            last = "score" if second else "sae"
+            (tmp / name / "Snakefile").write_text(PLAIN.format(config=tmp / "suite.yaml", last=last, second=second))
+        ours = time_plan(["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp / "ours"),
+                          "--configfile", str(tmp / "suite.yaml"), "--config", f"results={tmp / 'results'}"],
+                         REPO, args.repeats)
+        plain_one = time_plan([], tmp / "one", args.repeats)
+        plain_two = time_plan([], tmp / "two", args.repeats)
+    print(f"full Pythia suite: {len(config['models'])} sizes x {len(config['steps'])} steps, {cells} cells; "
+          f"snakemake -n --quiet, best of {args.repeats}")
+    print(f"{'plan':44s} {'seconds':>8s} {'ours / this':>12s}")
+    for label, seconds in (("this workflow (sae + score per cell)", ours),
+                           ("plain Snakefile, one per-cell rule", plain_one),
+                           ("plain Snakefile, two per-cell rules", plain_two)):
+        print(f"{label:44s} {seconds:8.1f} {ours / seconds:12.2f}")
+
+
+if __name__ == "__main__":
+    main()
