@@ -90,7 +90,7 @@ def test_every_cell_output_exists(micro_run):
             with h5py.File(results / f"activations/{model}/step{step}/probes.h5") as handle:
                 assert handle.attrs["step"] == step
             # the training cache is temp(): gone once its SAEs are trained
-            assert not (results / f"activations/{model}/step{step}/train.h5").exists()
+            assert not list((results / f"activations/{model}/step{step}").glob("train-*.h5"))
             for layer in layers:
                 cell = results / f"sae/{model}/step{step}/layer{layer}"
                 metrics = json.loads((cell / "metrics.json").read_text())
@@ -124,11 +124,12 @@ def test_lint_is_clean():
     assert "Lints for rule" not in result.stdout + result.stderr
 
 
-def test_adding_a_step_runs_only_the_new_cells(micro_run, tmp_path):
-    """Runs last in this module: it extends the micro run in place with step 3."""
+def test_adding_a_step_and_a_layer_runs_only_the_new_cells(micro_run, tmp_path):
+    """Runs last in this module: it extends the micro run in place with step 3 and tiny-b's layer 1."""
     results, _, _ = micro_run
     config = yaml.safe_load((TESTS / "micro.yaml").read_text())
     config["steps"] = [0, 3, 6]
+    config["models"]["tiny-b"]["layers"] = [0, 1, 2]
     extended = tmp_path / "extended.yaml"
     extended.write_text(yaml.safe_dump(config))
     args = ["--configfile", str(extended), "--config", f"results={results}"]
@@ -136,9 +137,15 @@ def test_adding_a_step_runs_only_the_new_cells(micro_run, tmp_path):
     assert plan.returncode == 0, plan.stderr[-3000:]
     jobs = planned_jobs(plan.stdout)
     per_cell = [(job["rule"], job["wildcards"]) for job in jobs if "step" in job["wildcards"]]
-    assert per_cell and all(wc["step"] == "3" for _, wc in per_cell), per_cell
+    new_step = [wc for _, wc in per_cell if wc["step"] == "3"]
+    new_layer = [(rule, wc) for rule, wc in per_cell if wc["step"] != "3"]
+    # step 3: every cell; steps 0 and 6: only tiny-b's new layer 1, from a cache of that layer alone
+    assert sorted((rule, wc["model"], wc["step"]) for rule, wc in new_layer) == sorted(
+        [(rule, "tiny-b", step) for rule in ("sae", "score", "cache_training_activations") for step in ("0", "6")])
+    assert all(wc.get("layer", "1") == "1" and wc.get("layers", "1") == "1" for _, wc in new_layer), new_layer
+    assert new_step
     counts = {job["rule"]: sum(j["rule"] == job["rule"] for j in jobs) for job in jobs}
-    assert counts["sae"] == 4 and counts["score"] == 4 and counts["toy_model"] == 2
+    assert counts["sae"] == 5 + 2 and counts["score"] == 5 + 2 and counts["toy_model"] == 2
     assert counts["cube"] == 1 and counts["tables"] == 1
     old_cells = [p for p in results.rglob("*") if p.is_file() and "step3" not in p.parts
                  and p.parts[len(results.parts)] in ("models", "activations", "sae", "scores")]
@@ -148,3 +155,4 @@ def test_adding_a_step_runs_only_the_new_cells(micro_run, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in old_cells} == before
     assert open_cube(results / "cube.nc")["step"].values.tolist() == [0, 3, 6]
     assert (results / "scores/tiny-b/step3/layer2.nc").exists()
+    assert (results / "scores/tiny-b/step0/layer1.nc").exists()

@@ -17,6 +17,11 @@ def _spec(text: str) -> dict:
     return json.loads(text)
 
 
+def _layer_list(text: str) -> list[int]:
+    """'0-1-2' (the cache's file-name form) -> [0, 1, 2]."""
+    return [int(part) for part in text.split("-")]
+
+
 def cmd_corpus(args: argparse.Namespace) -> None:
     from .corpus import build_corpus
 
@@ -177,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--tokens", type=Path, required=True, help="corpus tokens.h5 (toy) or sae.txt (hub)")
     p.add_argument("--seq-len", type=int, default=64, help="row length when --tokens is text")
-    p.add_argument("--layers", type=int, nargs="+", required=True)
+    p.add_argument("--layers", type=_layer_list, required=True, help="layers to cache, e.g. 0-1-2")
     p.add_argument("--out", type=Path, required=True, help="HDF5 cache, one dataset per layer")
     p.add_argument("--batch-size", type=int, required=True)
     p.add_argument("--max-tokens", type=int, required=True)

@@ -176,6 +176,7 @@ def train_sae(
         tokens_trained=settings["steps"] * settings["batch_size"],
         train_seconds=round(seconds, 3),
         tokens_per_second=round(settings["steps"] * settings["batch_size"] / seconds, 1),
+        training_cache=Path(cache).name,  # which cache fed it: the workflow keeps naming it, see training_cache()
     )
     out_dir = Path(out_dir)
     with atomic_path(out_dir / "ae.pt") as tmp:

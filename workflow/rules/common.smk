@@ -1,6 +1,8 @@
 """Paths, wildcard constraints and per-cell parameters shared by every stage."""
 
+import functools
 import json
+import os
 import re
 import shlex
 
@@ -21,6 +23,7 @@ wildcard_constraints:
     model=MODEL_NAMES,
     step=r"\d+",
     layer=r"\d+",
+    layers=r"\d+(-\d+)*",
 
 
 def grows(base: int):
@@ -52,6 +55,34 @@ def model_dir(wildcards) -> str:
     if is_hub(wildcards.model):
         return f"{RESULTS}/hub/{wildcards.model}/step{wildcards.step}.json"
     return f"{RESULTS}/models/{wildcards.model}/step{wildcards.step}"
+
+
+@functools.cache
+def layers_without_sae(model: str, step: str) -> tuple[int, ...]:
+    """The studied layers of (model, step) whose SAE is not trained yet (checked once per plan)."""
+    return tuple(
+        layer
+        for layer in model_layers(config, model)
+        if not os.path.exists(f"{RESULTS}/sae/{model}/step{step}/layer{layer}/metrics.json")
+    )
+
+
+def training_cache(wildcards) -> str:
+    """The temporary training cache an SAE reads, named by the layers it holds (train-0-1-2.h5).
+
+    One forward pass caches every layer of (model, step) whose SAE is missing, so an added layer
+    gets a cache of its own. A trained SAE keeps naming the cache it was trained from (recorded in
+    its metrics), a temporary file no job remakes: its input set is unchanged and it is not redone.
+    """
+    model, step, layer = wildcards.model, wildcards.step, int(wildcards.layer)
+    missing = layers_without_sae(model, step)
+    folder = f"{RESULTS}/activations/{model}/step{step}"
+    if layer in missing:
+        return f"{folder}/train-{'-'.join(map(str, missing))}.h5"
+    metrics = f"{RESULTS}/sae/{model}/step{step}/layer{layer}/metrics.json"
+    with open(metrics) as handle:
+        recorded = json.load(handle).get("training_cache")
+    return f"{folder}/{recorded or 'train-' + '-'.join(map(str, model_layers(config, model))) + '.h5'}"
 
 
 def training_tokens(wildcards) -> str:

@@ -3,7 +3,7 @@
 
 rule sae:
     input:
-        f"{RESULTS}/activations/{{model}}/step{{step}}/train.h5",
+        training_cache,
     output:
         weights=f"{RESULTS}/sae/{{model}}/step{{step}}/layer{{layer}}/ae.pt",
         config=f"{RESULTS}/sae/{{model}}/step{{step}}/layer{{layer}}/config.json",
