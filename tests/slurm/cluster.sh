@@ -34,7 +34,7 @@ start() {
     cat > "$conf" <<EOF
 $marker
 ClusterName=featurebirth-test
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -59,7 +59,7 @@ MpiDefault=none
 ReturnToService=2
 MinJobAge=3600
 SchedulerParameters=sched_interval=1
-NodeName=$host CPUs=$cpus RealMemory=$memory State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 NodeHostname=$host CPUs=$cpus RealMemory=$memory State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 
