@@ -9,7 +9,8 @@ from featurebirth.config import model_spec
 from featurebirth.corpus import read_probes
 from featurebirth.io import read_json
 from featurebirth.models import load_model, load_tokenizer, weight_fingerprint
-from featurebirth.toy_models import METADATA, train_model
+from featurebirth.layout import CHECKPOINT_METADATA
+from featurebirth.toy_models import train_model
 
 CPU = torch.device("cpu")
 
@@ -22,7 +23,7 @@ def test_checkpoint_reloads_with_same_logits(micro, corpus_dir, checkpoint):
     batch = train_ids[:4]
     with torch.no_grad():
         torch.testing.assert_close(reloaded(batch).logits, in_memory(batch).logits, rtol=0, atol=1e-6)
-    saved = read_json(checkpoint / METADATA)
+    saved = read_json(checkpoint / CHECKPOINT_METADATA)
     assert saved["step"] == 6 and saved["tokens_seen"] == 6 * 8 * 32
     assert saved["train_loss_last"] == metadata["train_loss_last"]
     assert load_tokenizer(checkpoint).eos_token == "<|endoftext|>"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+CHECKPOINT_METADATA = "featurebirth.json"  # beside a toy checkpoint: step, tokens_seen, n_params, losses
 PROBE_DATASET = "activations"  # probes.h5: [n_layers, n_items, d_model] float16
 CONTROL = "control"  # category label of probe items whose target is a filler word
 

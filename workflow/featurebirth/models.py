@@ -10,6 +10,7 @@ import torch
 from transformers import AutoTokenizer, GPTNeoXForCausalLM, PreTrainedTokenizerBase
 
 from .hub import is_pointer, load_pretrained
+from .layout import CHECKPOINT_METADATA
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -47,9 +48,9 @@ def blocks(model: GPTNeoXForCausalLM) -> torch.nn.ModuleList:
 def checkpoint_metadata(model: GPTNeoXForCausalLM, path: str | Path) -> dict:
     """Size, training progress and weight fingerprint of a loaded checkpoint.
 
-    tokens_seen comes from the toy suite's `featurebirth.json` or the hub pointer; -1 where neither records it.
+    tokens_seen comes from the toy suite's metadata file or the hub pointer; -1 where neither records it.
     """
-    recorded = Path(path) if is_pointer(path) else Path(path) / "featurebirth.json"
+    recorded = Path(path) if is_pointer(path) else Path(path) / CHECKPOINT_METADATA
     tokens_seen = json.loads(recorded.read_text()).get("tokens_seen", -1) if recorded.exists() else -1
     return {
         "n_params": sum(p.numel() for p in model.parameters()),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -92,21 +93,37 @@ def scale_table(cube: xr.Dataset, flags: xr.DataArray, n_bins: int) -> pd.DataFr
     by_depth = em.scale_threshold_by_depth(cube, flags, n_bins)
     thresholds = xr.concat([overall, by_depth], "depth_bin").rename("threshold_params")
     frame = thresholds.to_dataframe().reset_index()
-    names = dict(zip(cube["n_params"].values.astype(float), cube["model"].values))
-    frame["threshold_model"] = frame["threshold_params"].map(names)
+    frame["threshold_model"] = frame["threshold_params"].map(_model_by_size(cube))
     return frame
 
 
-def summary_frame(cube: xr.Dataset, settings: dict) -> tuple[pd.DataFrame, dict]:
-    """Per (model, category): the four answers in one row; plus the JSON summary."""
+class Analysis(NamedTuple):
+    """What every table is cut from: represented cells, emergence steps and reactivation events."""
+
+    flags: xr.DataArray
+    steps: xr.DataArray
+    events: pd.DataFrame
+
+
+def analyse(cube: xr.Dataset, settings: dict) -> Analysis:
+    """Represented cells, emergence steps and reactivation events of the cube, computed once."""
     flags = em.represented(cube, settings)
-    steps = em.emergence_step(flags, settings["persistence"])
+    return Analysis(flags, em.emergence_step(flags, settings["persistence"]), em.reactivation_events(cube, flags, settings))
+
+
+def _model_by_size(cube: xr.Dataset) -> dict[float, str]:
+    """Model name by parameter count, to name a scale threshold."""
+    return dict(zip(cube["n_params"].values.astype(float), cube["model"].values))
+
+
+def summary_frame(cube: xr.Dataset, settings: dict, analysis: Analysis | None = None) -> tuple[pd.DataFrame, dict]:
+    """Per (model, category): the four answers in one row; plus the JSON summary."""
+    flags, steps, events = analysis or analyse(cube, settings)
     earliest = steps.min("layer")
     earliest_layer = xr.where(steps.notnull().any("layer"), steps.fillna(np.inf).argmin("layer"), np.nan)
     layers = em.emergence_layer(flags).isel(step=-1)
     scale = em.scale_threshold(flags, cube["n_params"]).isel(step=-1)
-    names = dict(zip(cube["n_params"].values.astype(float), cube["model"].values))
-    events = em.reactivation_events(cube, flags, settings)
+    names = _model_by_size(cube)
     rows = []
     for model in cube["model"].values:
         for category in cube["category"].values:
@@ -143,17 +160,16 @@ def write_tables(cube: xr.Dataset, settings: dict, out_dir: Path) -> dict:
     """Every table and the JSON summary into `out_dir`; return the summary."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    flags = em.represented(cube, settings)
-    steps = em.emergence_step(flags, settings["persistence"])
-    write_table(emergence_steps_table(cube, steps), EMERGENCE_STEP_COLUMNS, out_dir / "emergence_steps.tsv",
+    analysis = analyse(cube, settings)
+    write_table(emergence_steps_table(cube, analysis.steps), EMERGENCE_STEP_COLUMNS, out_dir / "emergence_steps.tsv",
                 "When: emergence step per (model, layer, category)")
-    write_table(emergence_layers_table(cube, em.emergence_layer(flags)), EMERGENCE_LAYER_COLUMNS,
+    write_table(emergence_layers_table(cube, em.emergence_layer(analysis.flags)), EMERGENCE_LAYER_COLUMNS,
                 out_dir / "emergence_layers.tsv", "Where: emergence layer per (model, step, category)")
-    write_table(scale_table(cube, flags, settings["depth_bins"]), SCALE_COLUMNS, out_dir / "scale_thresholds.tsv",
+    write_table(scale_table(cube, analysis.flags, settings["depth_bins"]), SCALE_COLUMNS, out_dir / "scale_thresholds.tsv",
                 "Scale: smallest represented model per (step, category), overall and per relative-depth bin")
-    write_table(em.reactivation_events(cube, flags, settings), em.REACTIVATION_COLUMNS,
+    write_table(analysis.events, em.REACTIVATION_COLUMNS,
                 out_dir / "reactivation.tsv", "Reactivation: represented, dipped, represented again across layers")
-    frame, summary = summary_frame(cube, settings)
+    frame, summary = summary_frame(cube, settings, analysis)
     write_table(frame, SUMMARY_COLUMNS, out_dir / "summary_table.tsv", "Per (model, category): the four answers")
     write_json(summary, out_dir / "summary.json")
     return summary

@@ -18,8 +18,8 @@ from tqdm import tqdm
 from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
 
 from .io import atomic_dir, write_json
+from .layout import CHECKPOINT_METADATA
 
-METADATA = "featurebirth.json"
 
 
 def neox_config(spec: dict, vocab_size: int, seq_len: int, eos_id: int) -> GPTNeoXConfig:
@@ -100,5 +100,5 @@ def train_checkpoint(spec: dict, step: int, tokens: Path, tokenizer_dir: Path, o
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json(metadata, tmp / METADATA)
+        write_json(metadata, tmp / CHECKPOINT_METADATA)
     return metadata

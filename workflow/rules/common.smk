@@ -57,14 +57,20 @@ def model_dir(wildcards) -> str:
     return f"{RESULTS}/models/{wildcards.model}/step{wildcards.step}"
 
 
+def sae_metrics(model: str, step, layer) -> str:
+    """The metrics file of a cell's SAE: its presence means the SAE is trained."""
+    return f"{RESULTS}/sae/{model}/step{step}/layer{layer}/metrics.json"
+
+
+def cache_name(layers) -> str:
+    """File name of a training cache holding `layers`, e.g. train-0-1-2.h5."""
+    return f"train-{'-'.join(map(str, layers))}.h5"
+
+
 @functools.cache
 def layers_without_sae(model: str, step: str) -> tuple[int, ...]:
     """The studied layers of (model, step) whose SAE is not trained yet (checked once per plan)."""
-    return tuple(
-        layer
-        for layer in model_layers(config, model)
-        if not os.path.exists(f"{RESULTS}/sae/{model}/step{step}/layer{layer}/metrics.json")
-    )
+    return tuple(layer for layer in model_layers(config, model) if not os.path.exists(sae_metrics(model, step, layer)))
 
 
 def training_cache(wildcards) -> str:
@@ -78,11 +84,10 @@ def training_cache(wildcards) -> str:
     missing = layers_without_sae(model, step)
     folder = f"{RESULTS}/activations/{model}/step{step}"
     if layer in missing:
-        return f"{folder}/train-{'-'.join(map(str, missing))}.h5"
-    metrics = f"{RESULTS}/sae/{model}/step{step}/layer{layer}/metrics.json"
-    with open(metrics) as handle:
+        return f"{folder}/{cache_name(missing)}"
+    with open(sae_metrics(model, step, layer)) as handle:
         recorded = json.load(handle).get("training_cache")
-    return f"{folder}/{recorded or 'train-' + '-'.join(map(str, model_layers(config, model))) + '.h5'}"
+    return f"{folder}/{recorded or cache_name(model_layers(config, model))}"
 
 
 def training_tokens(wildcards) -> str:

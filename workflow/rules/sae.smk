@@ -7,7 +7,7 @@ rule sae:
     output:
         weights=f"{RESULTS}/sae/{{model}}/step{{step}}/layer{{layer}}/ae.pt",
         config=f"{RESULTS}/sae/{{model}}/step{{step}}/layer{{layer}}/config.json",
-        metrics=f"{RESULTS}/sae/{{model}}/step{{step}}/layer{{layer}}/metrics.json",
+        metrics=sae_metrics("{model}", "{step}", "{layer}"),
     params:
         settings=lambda wc: as_arg(sae_settings(config, wc.model)),
         device=config["device"],
