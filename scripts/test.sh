@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/setup_slurm.sh
 # Workflow jobs call `python -m featurebirth`: the environment's python must come first on PATH.
 export PATH="$PWD/.venv/bin:$PATH"
 exec python -m pytest "$@"
