@@ -1,10 +1,13 @@
 """Paths, wildcard constraints and per-cell parameters shared by every stage."""
 
 import functools
+import inspect
 import json
 import os
 import re
 import shlex
+
+from snakemake.common import overwrite_function_params
 
 from featurebirth.config import grid, model_layers, model_spec, sae_settings
 from featurebirth.layout import cube_path, score_path
@@ -26,19 +29,21 @@ wildcard_constraints:
     layers=r"\d+(-\d+)*",
 
 
+def per_job(function):
+    """Declare a per-job callable's parameters once, so Snakemake need not inspect it again for each job."""
+    overwrite_function_params(function, inspect.signature(function).parameters)
+    return function
+
+
 def grows(base: int):
     """A resource that grows with each retry (base, 2 x base, ...), so a job killed for time or memory can pass."""
-    return lambda wildcards, attempt: base * attempt
+    return per_job(lambda wildcards, attempt: base * attempt)
 
 
 def model_grows(resource: str, base: int):
     """Like grows(), from the larger of `base` and the model's own floor (models.<name>.resources)."""
-
-    def scaled(wildcards, attempt):
-        floor = config["models"][wildcards.model].get("resources", {}).get(resource, 0)
-        return max(base, floor) * attempt
-
-    return scaled
+    floors = {name: max(base, model.get("resources", {}).get(resource, 0)) for name, model in config["models"].items()}
+    return per_job(lambda wildcards, attempt: floors[wildcards.model] * attempt)
 
 
 def as_arg(data) -> str:
@@ -50,6 +55,13 @@ def is_hub(model: str) -> bool:
     return config["models"][model]["source"] == "hub"
 
 
+def per_model(settings):
+    """A params function giving each model its own settings, quoted once per plan rather than once per job."""
+    quoted = {model: as_arg(settings(config, model)) for model in config["models"]}
+    return per_job(lambda wildcards: quoted[wildcards.model])
+
+
+@per_job
 def model_dir(wildcards) -> str:
     """The checkpoint a (model, step) loads from: a toy folder, or the hub revision's prefetch pointer."""
     if is_hub(wildcards.model):
@@ -73,6 +85,7 @@ def layers_without_sae(model: str, step: str) -> tuple[int, ...]:
     return tuple(layer for layer in model_layers(config, model) if not os.path.exists(sae_metrics(model, step, layer)))
 
 
+@per_job
 def training_cache(wildcards) -> str:
     """The temporary training cache an SAE reads, named by the layers it holds (train-0-1-2.h5).
 
@@ -90,6 +103,7 @@ def training_cache(wildcards) -> str:
     return f"{folder}/{recorded or cache_name(model_layers(config, model))}"
 
 
+@per_job
 def training_tokens(wildcards) -> str:
     """Toy models read the corpus's token ids; hub models tokenise its text with their own tokenizer."""
     return f"{RESULTS}/corpus/sae.txt" if is_hub(wildcards.model) else f"{RESULTS}/corpus/tokens.h5"

@@ -15,7 +15,7 @@ rule toy_model:
     wildcard_constraints:
         model=TOY_MODELS,
     params:
-        spec=lambda wc: as_arg(model_spec(config, wc.model)),
+        spec=per_model(model_spec),
     log:
         f"{LOGS}/models/{{model}}/step{{step}}.log",
     conda:
@@ -35,7 +35,7 @@ rule prefetch:
     wildcard_constraints:
         model=HUB_MODELS,
     params:
-        spec=lambda wc: as_arg(model_spec(config, wc.model)),
+        spec=per_model(model_spec),
         cache_dir=config["hub"]["cache_dir"],
         offline="--offline" if config["hub"]["offline_prefetch"] else "",
     log:

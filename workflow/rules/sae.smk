@@ -9,7 +9,7 @@ rule sae:
         config=f"{RESULTS}/sae/{{model}}/step{{step}}/layer{{layer}}/config.json",
         metrics=sae_metrics("{model}", "{step}", "{layer}"),
     params:
-        settings=lambda wc: as_arg(sae_settings(config, wc.model)),
+        settings=per_model(sae_settings),
         device=config["device"],
     log:
         f"{LOGS}/sae/{{model}}/step{{step}}/layer{{layer}}.log",

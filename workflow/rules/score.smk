@@ -4,8 +4,7 @@
 rule score:
     input:
         probes=f"{RESULTS}/activations/{{model}}/step{{step}}/probes.h5",
-        sae=rules.sae.output.weights,
-        sae_config=rules.sae.output.config,
+        # written last by the SAE job, after its weights and config
         metrics=rules.sae.output.metrics,
     output:
         score_path(RESULTS, "{model}", "{step}", "{layer}"),
