@@ -1,8 +1,9 @@
 """Dry-run planning time of the full Pythia suite (every size, all 154 revisions, every layer).
 
 Times `snakemake -n` on this workflow against plain Snakefiles of the same grid with one and
-with two per-cell rules, side by side in one run, and prints the ratios. Needs no SLURM and no
-network: `.venv/bin/python benchmarks/dry_run.py`.
+with two per-cell rules, side by side in one run, and prints the ratios: once as a local plan and
+once through `--profile profiles/slurm` (the plan a cluster user sees; the plain Snakefiles get the
+same profile). Needs no SLURM and no network: `.venv/bin/python benchmarks/dry_run.py`.
 """
 
 from __future__ import annotations
@@ -75,9 +76,20 @@ def time_plan(args: list[str], cwd: Path, repeats: int) -> float:
     return best
 
 
+def plan_times(tmp: Path, profile: str, repeats: int) -> tuple[float, float, float]:
+    """Plan times of this workflow and of the plain one- and two-rule Snakefiles, under one profile."""
+    extra = ["--profile", str(REPO / "profiles" / "slurm")] if profile == "slurm" else []
+    ours = time_plan(["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp / "ours"),
+                      "--configfile", str(tmp / "suite.yaml"), "--config", f"results={tmp / 'results'}", *extra],
+                     REPO, repeats)
+    return ours, time_plan(extra, tmp / "one", repeats), time_plan(extra, tmp / "two", repeats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--profiles", nargs="+", default=["local", "slurm"], choices=["local", "slurm"],
+                        help="plan locally (the workflow's default profile) and/or through profiles/slurm")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -87,18 +99,15 @@ def main() -> None:
             (tmp / name).mkdir()
             last = "score" if second else "sae"
             (tmp / name / "Snakefile").write_text(PLAIN.format(config=tmp / "suite.yaml", last=last, second=second))
-        ours = time_plan(["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp / "ours"),
-                          "--configfile", str(tmp / "suite.yaml"), "--config", f"results={tmp / 'results'}"],
-                         REPO, args.repeats)
-        plain_one = time_plan([], tmp / "one", args.repeats)
-        plain_two = time_plan([], tmp / "two", args.repeats)
+        rows = [(profile, *plan_times(tmp, profile, args.repeats)) for profile in args.profiles]
     print(f"full Pythia suite: {len(config['models'])} sizes x {len(config['steps'])} steps, {cells} cells; "
           f"snakemake -n --quiet, best of {args.repeats}")
-    print(f"{'plan':44s} {'seconds':>8s} {'ours / this':>12s}")
-    for label, seconds in (("this workflow (sae + score per cell)", ours),
-                           ("plain Snakefile, one per-cell rule", plain_one),
-                           ("plain Snakefile, two per-cell rules", plain_two)):
-        print(f"{label:44s} {seconds:8.1f} {ours / seconds:12.2f}")
+    for profile, ours, plain_one, plain_two in rows:
+        print(f"\n{'plan (' + profile + ')':44s} {'seconds':>8s} {'ours / this':>12s}")
+        for label, seconds in (("this workflow (sae + score per cell)", ours),
+                               ("plain Snakefile, one per-cell rule", plain_one),
+                               ("plain Snakefile, two per-cell rules", plain_two)):
+            print(f"{label:44s} {seconds:8.1f} {ours / seconds:12.2f}")
 
 
 if __name__ == "__main__":
