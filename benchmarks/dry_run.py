@@ -1,9 +1,11 @@
 """Dry-run planning time of the full Pythia suite (every size, all 154 revisions, every layer).
 
-Times `snakemake -n` on this workflow against plain Snakefiles of the same grid with one and
-with two per-cell rules, side by side in one run, and prints the ratios: once as a local plan and
-once through `--profile profiles/slurm` (the plan a cluster user sees; the plain Snakefiles get the
-same profile). Needs no SLURM and no network: `.venv/bin/python benchmarks/dry_run.py`.
+Times the plan of this workflow against plain Snakefiles of the same grid with one and with two
+per-cell rules, side by side in one run, and prints the ratios. Two kinds of plan: `snakemake -n`,
+which lists every job with its resources (captured, as a pipe would), and `snakemake -n --quiet`,
+which prints the job count per rule only (Snakemake's advice for very large workflows: it skips
+formatting every job). Each locally and through `--profile profiles/slurm` (the plain Snakefiles get
+the same profile). Needs no SLURM and no network: `.venv/bin/python benchmarks/dry_run.py`.
 """
 
 from __future__ import annotations
@@ -63,12 +65,15 @@ def full_suite_config(path: Path) -> dict:
     return load_config(path)
 
 
+PLANS = {"listing": [], "summary": ["--quiet", "rules", "progress"]}  # the flags after `snakemake all -n`
+
+
 def time_plan(args: list[str], cwd: Path, repeats: int) -> float:
-    """Best wall time of `snakemake -n` over `repeats` runs (it must succeed)."""
+    """Best wall time of a dry run over `repeats` runs (it must succeed)."""
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--quiet", "all", *args], cwd=cwd,
+        done = subprocess.run([sys.executable, "-m", "snakemake", "all", "-n", *args], cwd=cwd,
                               capture_output=True, text=True)
         best = min(best, time.perf_counter() - start)
         if done.returncode != 0:
@@ -76,9 +81,9 @@ def time_plan(args: list[str], cwd: Path, repeats: int) -> float:
     return best
 
 
-def plan_times(tmp: Path, profile: str, repeats: int) -> tuple[float, float, float]:
-    """Plan times of this workflow and of the plain one- and two-rule Snakefiles, under one profile."""
-    extra = ["--profile", str(REPO / "profiles" / "slurm")] if profile == "slurm" else []
+def plan_times(tmp: Path, plan: str, profile: str, repeats: int) -> tuple[float, float, float]:
+    """Plan times of this workflow and of the plain one- and two-rule Snakefiles, for one kind of plan and profile."""
+    extra = PLANS[plan] + (["--profile", str(REPO / "profiles" / "slurm")] if profile == "slurm" else [])
     ours = time_plan(["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp / "ours"),
                       "--configfile", str(tmp / "suite.yaml"), "--config", f"results={tmp / 'results'}", *extra],
                      REPO, repeats)
@@ -90,6 +95,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--profiles", nargs="+", default=["local", "slurm"], choices=["local", "slurm"],
                         help="plan locally (the workflow's default profile) and/or through profiles/slurm")
+    parser.add_argument("--plans", nargs="+", default=list(PLANS), choices=list(PLANS),
+                        help="listing: `snakemake -n`, every job; summary: `snakemake -n --quiet`, counts per rule")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -99,15 +106,17 @@ def main() -> None:
             (tmp / name).mkdir()
             last = "score" if second else "sae"
             (tmp / name / "Snakefile").write_text(PLAIN.format(config=tmp / "suite.yaml", last=last, second=second))
-        rows = [(profile, *plan_times(tmp, profile, args.repeats)) for profile in args.profiles]
+        rows = [(plan, profile, *plan_times(tmp, plan, profile, args.repeats))
+                for plan in args.plans for profile in args.profiles]
     print(f"full Pythia suite: {len(config['models'])} sizes x {len(config['steps'])} steps, {cells} cells; "
-          f"snakemake -n --quiet, best of {args.repeats}")
-    for profile, ours, plain_one, plain_two in rows:
-        print(f"\n{'plan (' + profile + ')':44s} {'seconds':>8s} {'ours / this':>12s}")
+          f"best of {args.repeats}")
+    for plan, profile, ours, plain_one, plain_two in rows:
+        command = " ".join(["snakemake -n", *PLANS[plan][:1], *(["--profile profiles/slurm"] * (profile == "slurm"))])
+        print(f"\n{command:50s} {'seconds':>8s} {'ours / this':>12s}")
         for label, seconds in (("this workflow (sae + score per cell)", ours),
                                ("plain Snakefile, one per-cell rule", plain_one),
                                ("plain Snakefile, two per-cell rules", plain_two)):
-            print(f"{label:44s} {seconds:8.1f} {ours / seconds:12.2f}")
+            print(f"{label:50s} {seconds:8.1f} {ours / seconds:12.2f}")
 
 
 if __name__ == "__main__":
