@@ -115,6 +115,8 @@ def test_pythia_plan_with_the_slurm_profile_needs_neither_slurm_nor_network(tmp_
     prefetch = [job for job in jobs if job["rule"] == "prefetch"]
     # 2 models x 2 steps; a local rule (the real-SLURM test shows local rules are never submitted)
     assert len(prefetch) == 4 and not any("gpu=1" in job["resources"] for job in prefetch)
+    # a download needs little memory, whatever the model's compute floor
+    assert all("mem_mb=2000" in job["resources"].split(", ") for job in prefetch)
     sae_12b = of("sae", "pythia-12b")
     assert len(sae_12b) == 2 * 36
     assert all(all(f in job["resources"] for f in ("gpu=1", "mem_mb=128000", "runtime=960")) for job in sae_12b)

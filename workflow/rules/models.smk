@@ -44,7 +44,8 @@ rule prefetch:
         "../../envs/featurebirth.yaml"
     threads: 1
     resources:
-        mem_mb=model_grows("mem_mb", 1000),
+        # a download: little memory whatever the model, but time grows with its size
+        mem_mb=grows(2000),
         runtime=model_grows("runtime", 120),
     shell:
         "HF_HUB_OFFLINE=0 python -m featurebirth prefetch --model {wildcards.model} --step {wildcards.step}"
