@@ -65,7 +65,10 @@ def full_suite_config(path: Path) -> dict:
     return load_config(path)
 
 
-PLANS = {"listing": [], "summary": ["--quiet", "rules", "progress"]}  # the flags after `snakemake all -n`
+# name: (the command as a user types it, the flags that make it after `snakemake all -n`)
+PLANS = {"listing": ("snakemake -n", []), "summary": ("snakemake -n --quiet", ["--quiet", "rules", "progress"])}
+PROFILES = {"local": ("", []),
+            "slurm": (" --profile profiles/slurm", ["--profile", str(REPO / "profiles" / "slurm")])}
 
 
 def time_plan(args: list[str], cwd: Path, repeats: int) -> float:
@@ -83,7 +86,7 @@ def time_plan(args: list[str], cwd: Path, repeats: int) -> float:
 
 def plan_times(tmp: Path, plan: str, profile: str, repeats: int) -> tuple[float, float, float]:
     """Plan times of this workflow and of the plain one- and two-rule Snakefiles, for one kind of plan and profile."""
-    extra = PLANS[plan] + (["--profile", str(REPO / "profiles" / "slurm")] if profile == "slurm" else [])
+    extra = PLANS[plan][1] + PROFILES[profile][1]
     ours = time_plan(["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp / "ours"),
                       "--configfile", str(tmp / "suite.yaml"), "--config", f"results={tmp / 'results'}", *extra],
                      REPO, repeats)
@@ -93,7 +96,7 @@ def plan_times(tmp: Path, plan: str, profile: str, repeats: int) -> tuple[float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--profiles", nargs="+", default=["local", "slurm"], choices=["local", "slurm"],
+    parser.add_argument("--profiles", nargs="+", default=list(PROFILES), choices=list(PROFILES),
                         help="plan locally (the workflow's default profile) and/or through profiles/slurm")
     parser.add_argument("--plans", nargs="+", default=list(PLANS), choices=list(PLANS),
                         help="listing: `snakemake -n`, every job; summary: `snakemake -n --quiet`, counts per rule")
@@ -111,7 +114,7 @@ def main() -> None:
     print(f"full Pythia suite: {len(config['models'])} sizes x {len(config['steps'])} steps, {cells} cells; "
           f"best of {args.repeats}")
     for plan, profile, ours, plain_one, plain_two in rows:
-        command = " ".join(["snakemake -n", *PLANS[plan][:1], *(["--profile profiles/slurm"] * (profile == "slurm"))])
+        command = PLANS[plan][0] + PROFILES[profile][0]
         print(f"\n{command:50s} {'seconds':>8s} {'ours / this':>12s}")
         for label, seconds in (("this workflow (sae + score per cell)", ours),
                                ("plain Snakefile, one per-cell rule", plain_one),
