@@ -23,7 +23,6 @@ shell.prefix(f"export PYTHONPATH={LIBRARY}${{{{PYTHONPATH:+:$PYTHONPATH}}}} HF_H
 
 from featurebirth.config import ConfigError, validate_config
 
-
 # The embedded default, unless the user names a config (Snakemake would deep-merge the two).
 if not workflow.config_settings.configfiles:
 
@@ -39,7 +38,6 @@ except ConfigError as error:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/models.smk"
-include: "workflow/rules/activations.smk"
 include: "workflow/rules/sae.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/cube.smk"

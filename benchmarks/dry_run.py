@@ -25,9 +25,16 @@ sys.path.insert(0, str(REPO / "workflow"))
 from featurebirth.config import grid, load_config  # noqa: E402
 
 SUITE = {  # size: (n_layers, d_model)
-    "pythia-14m": (6, 128), "pythia-31m": (6, 256), "pythia-70m": (6, 512), "pythia-160m": (12, 768),
-    "pythia-410m": (24, 1024), "pythia-1b": (16, 2048), "pythia-1.4b": (24, 2048), "pythia-2.8b": (32, 2560),
-    "pythia-6.9b": (32, 4096), "pythia-12b": (36, 5120),
+    "pythia-14m": (6, 128),
+    "pythia-31m": (6, 256),
+    "pythia-70m": (6, 512),
+    "pythia-160m": (12, 768),
+    "pythia-410m": (24, 1024),
+    "pythia-1b": (16, 2048),
+    "pythia-1.4b": (24, 2048),
+    "pythia-2.8b": (32, 2560),
+    "pythia-6.9b": (32, 4096),
+    "pythia-12b": (36, 5120),
 }
 ALL_STEPS = [0] + [2**i for i in range(10)] + list(range(1000, 143001, 1000))
 
@@ -61,14 +68,14 @@ def full_suite_config(path: Path) -> dict:
         for name, (depth, width) in SUITE.items()
     }
     config["steps"] = ALL_STEPS
+    config["corpus"]["lexicon"] = str(REPO / config["corpus"]["lexicon"])
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return load_config(path)
 
 
 # name: (the command as a user types it, the flags that make it after `snakemake all -n`)
 PLANS = {"listing": ("snakemake -n", []), "summary": ("snakemake -n --quiet", ["--quiet", "rules", "progress"])}
-PROFILES = {"local": ("", []),
-            "slurm": (" --profile profiles/slurm", ["--profile", str(REPO / "profiles" / "slurm")])}
+PROFILES = {"local": ("", []), "slurm": (" --profile profiles/slurm", ["--profile", str(REPO / "profiles" / "slurm")])}
 
 
 def time_plan(args: list[str], cwd: Path, repeats: int) -> float:
@@ -76,8 +83,9 @@ def time_plan(args: list[str], cwd: Path, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "snakemake", "all", "-n", *args], cwd=cwd,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "snakemake", "all", "-n", *args], cwd=cwd, capture_output=True, text=True
+        )
         best = min(best, time.perf_counter() - start)
         if done.returncode != 0:
             raise RuntimeError(done.stderr[-3000:])
@@ -87,19 +95,41 @@ def time_plan(args: list[str], cwd: Path, repeats: int) -> float:
 def plan_times(tmp: Path, plan: str, profile: str, repeats: int) -> tuple[float, float, float]:
     """Plan times of this workflow and of the plain one- and two-rule Snakefiles, for one kind of plan and profile."""
     extra = PLANS[plan][1] + PROFILES[profile][1]
-    ours = time_plan(["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp / "ours"),
-                      "--configfile", str(tmp / "suite.yaml"), "--config", f"results={tmp / 'results'}", *extra],
-                     REPO, repeats)
+    ours = time_plan(
+        [
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp / "ours"),
+            "--configfile",
+            str(tmp / "suite.yaml"),
+            "--config",
+            f"results={tmp / 'results'}",
+            *extra,
+        ],
+        REPO,
+        repeats,
+    )
     return ours, time_plan(extra, tmp / "one", repeats), time_plan(extra, tmp / "two", repeats)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--profiles", nargs="+", default=list(PROFILES), choices=list(PROFILES),
-                        help="plan locally (the workflow's default profile) and/or through profiles/slurm")
-    parser.add_argument("--plans", nargs="+", default=list(PLANS), choices=list(PLANS),
-                        help="listing: `snakemake -n`, every job; summary: `snakemake -n --quiet`, counts per rule")
+    parser.add_argument(
+        "--profiles",
+        nargs="+",
+        default=list(PROFILES),
+        choices=list(PROFILES),
+        help="plan locally (the workflow's default profile) and/or through profiles/slurm",
+    )
+    parser.add_argument(
+        "--plans",
+        nargs="+",
+        default=list(PLANS),
+        choices=list(PLANS),
+        help="listing: `snakemake -n`, every job; summary: `snakemake -n --quiet`, counts per rule",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -109,16 +139,23 @@ def main() -> None:
             (tmp / name).mkdir()
             last = "score" if second else "sae"
             (tmp / name / "Snakefile").write_text(PLAIN.format(config=tmp / "suite.yaml", last=last, second=second))
-        rows = [(plan, profile, *plan_times(tmp, plan, profile, args.repeats))
-                for plan in args.plans for profile in args.profiles]
-    print(f"full Pythia suite: {len(config['models'])} sizes x {len(config['steps'])} steps, {cells} cells; "
-          f"best of {args.repeats}")
+        rows = [
+            (plan, profile, *plan_times(tmp, plan, profile, args.repeats))
+            for plan in args.plans
+            for profile in args.profiles
+        ]
+    print(
+        f"full Pythia suite: {len(config['models'])} sizes x {len(config['steps'])} steps, {cells} cells; "
+        f"best of {args.repeats}"
+    )
     for plan, profile, ours, plain_one, plain_two in rows:
         command = PLANS[plan][0] + PROFILES[profile][0]
         print(f"\n{command:50s} {'seconds':>8s} {'ours / this':>12s}")
-        for label, seconds in (("this workflow (sae + score per cell)", ours),
-                               ("plain Snakefile, one per-cell rule", plain_one),
-                               ("plain Snakefile, two per-cell rules", plain_two)):
+        for label, seconds in (
+            ("this workflow (SAE groups, score per checkpoint)", ours),
+            ("plain Snakefile, one per-cell rule", plain_one),
+            ("plain Snakefile, two per-cell rules", plain_two),
+        ):
             print(f"{label:50s} {seconds:8.1f} {ours / seconds:12.2f}")
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up (if needed) and run the workflow; extra arguments go to snakemake (e.g. -n, --configfile).
 # After a successful full run it also writes the self-contained HTML report (REPORT, default
-# results/report.html); dry runs, lint, report and other inspection runs are passed through as they are.
+# the report path of featurebirth.layout); dry runs, lint, report and other inspection runs are passed through as they are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -14,4 +14,6 @@ for argument in "$@"; do
             exit 0 ;;
     esac
 done
-exec snakemake "$@" --report "${REPORT:-results/report.html}"
+# the default report path is layout.report_path of the schema's default results folder
+default_report=$(python -c 'from featurebirth import config, layout; print(layout.report_path(config.load_schema()["properties"]["results"]["default"]))')
+exec snakemake "$@" --report "${REPORT:-$default_report}"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from featurebirth import layout
 from featurebirth.config import model_spec, validate_config
 from featurebirth.corpus import build_corpus
 from featurebirth.toy_models import train_checkpoint
@@ -32,10 +33,16 @@ def planned_jobs(plan_output: str) -> list[dict]:
     for line in plan_output.splitlines():
         line = line.strip()
         if line.startswith(("rule ", "localrule ")):
-            jobs.append({"rule": line.split()[1].rstrip(":"), "local": line.startswith("localrule"),
-                         "wildcards": {}, "resources": ""})
+            jobs.append(
+                {
+                    "rule": line.split()[1].rstrip(":"),
+                    "local": line.startswith("localrule"),
+                    "wildcards": {},
+                    "resources": "",
+                }
+            )
         elif line.startswith("wildcards:") and jobs:
-            pairs = line[len("wildcards:"):].strip().split(", ")
+            pairs = line[len("wildcards:") :].strip().split(", ")
             jobs[-1]["wildcards"] = dict(pair.split("=", 1) for pair in pairs)
         elif line.startswith("resources:") and jobs:
             jobs[-1]["resources"] = line
@@ -55,7 +62,10 @@ def micro_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def micro_raw() -> dict:
-    return yaml.safe_load((TESTS / "micro.yaml").read_text())
+    """The micro config as written, its lexicon path made absolute (tests run from any folder)."""
+    raw = yaml.safe_load((TESTS / "micro.yaml").read_text())
+    raw["corpus"]["lexicon"] = str(REPO / raw["corpus"]["lexicon"])
+    return raw
 
 
 @pytest.fixture(scope="session")
@@ -64,14 +74,21 @@ def micro(micro_raw) -> dict:
 
 
 @pytest.fixture(scope="session")
-def corpus_dir(micro, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("corpus")
-    build_corpus(micro["corpus"], micro["probes"], out)
-    return out
+def corpus_results(micro, tmp_path_factory) -> Path:
+    """A results folder holding the micro corpus (in its corpus/ folder)."""
+    results = tmp_path_factory.mktemp("results")
+    build_corpus(micro["corpus"], micro["probes"], layout.corpus_dir(results))
+    return results
 
 
 @pytest.fixture(scope="session")
-def checkpoint(micro, corpus_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("models") / "tiny-a-step6"
-    train_checkpoint(model_spec(micro, "tiny-a"), 6, corpus_dir / "tokens.h5", corpus_dir / "tokenizer", out)
+def corpus(corpus_results):
+    """The micro corpus's files by name (layout.CORPUS_FILES)."""
+    return lambda name: Path(layout.corpus_file(corpus_results, name))
+
+
+@pytest.fixture(scope="session")
+def checkpoint(micro, corpus, tmp_path_factory) -> Path:
+    out = Path(layout.toy_checkpoint(tmp_path_factory.mktemp("models"), "tiny-a", 6))
+    train_checkpoint(model_spec(micro, "tiny-a"), 6, corpus("tokens"), corpus("tokenizer"), out)
     return out

@@ -1,15 +1,20 @@
-"""Emergence, emergence layer, scale threshold and reactivation on hand-made cubes with known answers."""
+"""The analysis kernels (emergence, emergence layer, scale threshold, reactivation) and the cube, on hand-made cubes."""
 
 import numpy as np
 import pytest
 import xarray as xr
-
 from featurebirth import emergence as em
 from featurebirth.cube import build_cube, open_cube, write_cube
-from featurebirth.tables import summary_frame, write_tables
 
-SETTINGS = {"tau": 0.8, "margin": 0.2, "tau_low": 0.6, "persistence": 1, "min_variance_explained": 0.5,
-            "depth_bins": 3, "return_cosine": 0.5}
+SETTINGS = {
+    "tau": 0.8,
+    "margin": 0.2,
+    "tau_low": 0.6,
+    "persistence": 1,
+    "min_variance_explained": 0.5,
+    "depth_bins": 3,
+    "return_cosine": 0.5,
+}
 HIGH, LOW, MID = 0.95, 0.3, 0.7
 
 
@@ -29,11 +34,16 @@ def cube_of(scores: dict[str, np.ndarray], n_params: dict[str, int], steps: list
             "score": (dims, padded),
             "null": (dims, np.where(np.isnan(padded), np.nan, null)),
             "variance_explained": (dims[:3], quality),
-            "direction_cosine": (("model", "step", "category", "layer", "other_layer"),
-                                 np.zeros((len(models), len(steps), n_categories, depth, depth))),
+            "direction_cosine": (
+                ("model", "step", "category", "layer", "other_layer"),
+                np.zeros((len(models), len(steps), n_categories, depth, depth)),
+            ),
         },
         coords={
-            "model": models, "step": steps, "layer": np.arange(depth), "other_layer": np.arange(depth),
+            "model": models,
+            "step": steps,
+            "layer": np.arange(depth),
+            "other_layer": np.arange(depth),
             "category": [f"c{i}" for i in range(n_categories)],
             "n_params": ("model", [n_params[m] for m in models]),
             "n_layers": ("model", [n_layers[m] for m in models]),
@@ -67,7 +77,10 @@ STEPS5 = [0, 1, 2, 4, 8]
 def test_emergence_step(pattern, persistence, expected):
     cube = cube_of({"m": over_steps(pattern)}, {"m": 10}, STEPS5)
     step = em.emergence_step(em.represented(cube, SETTINGS), persistence).sel(model="m", layer=0, category="c0")
-    assert (np.isnan(float(step)) if expected is None else float(step) == expected)
+    if expected is None:
+        assert np.isnan(float(step))
+    else:
+        assert float(step) == expected
 
 
 def test_score_above_tau_but_not_above_null_is_not_represented():
@@ -90,20 +103,72 @@ def test_emergence_layer_is_the_shallowest_represented():
     assert np.isnan(em.emergence_layer(em.represented(never, SETTINGS)).item())
 
 
-def test_scale_threshold_across_models_of_different_depths():
-    # small: 2 layers, represented only in its last layer (relative depth 1.0, the late bin)
-    # large: 4 layers, represented only in layer 0 (relative depth 0.25, the early bin)
+def depth_cube() -> xr.Dataset:
+    """small: 2 layers, represented only in its last layer (relative depth 1.0, the late bin);
+    large: 4 layers, represented only in layer 0 (relative depth 0.25, the early bin)."""
     small = np.array([[[LOW], [HIGH]]])
     large = np.array([[[HIGH], [LOW], [LOW], [LOW]]])
-    cube = cube_of({"small": small, "large": large}, {"small": 100, "large": 1000}, [7])
+    return cube_of({"small": small, "large": large}, {"small": 100, "large": 1000}, [7])
+
+
+def test_scale_threshold_across_models_of_different_depths():
+    cube = depth_cube()
     flags = em.represented(cube, SETTINGS)
     assert float(em.scale_threshold(flags, cube["n_params"]).sel(step=7, category="c0")) == 100
-    by_depth = em.scale_threshold_by_depth(cube, flags, 3).sel(step=7, category="c0")
+    by_depth = em.scale_threshold(em.depth_binned(cube, flags, 3), cube["n_params"]).sel(step=7, category="c0")
+    assert by_depth["depth_bin"].values.tolist() == ["all", "0-33%", "33-67%", "67-100%"]
+    assert by_depth.sel(depth_bin="all").item() == 100
     assert by_depth.sel(depth_bin="0-33%").item() == 1000
     assert np.isnan(by_depth.sel(depth_bin="33-67%").item())
     assert by_depth.sel(depth_bin="67-100%").item() == 100
-    # the small model's layers 2 and 3 do not exist: they must not count
-    assert cube["score"].sel(model="small", layer=[2, 3]).isnull().all()
+
+
+def test_layers_a_model_does_not_have_never_count():
+    cube = depth_cube()
+    assert em.studied(cube).sel(model="small", step=7).values.tolist() == [True, True, False, False]
+    assert em.relative_depth(cube).sel(model="small", layer=[0, 1]).values.tolist() == [0.5, 1.0]
+    flags = em.represented(cube, SETTINGS)
+    assert flags.sel(model="small", step=7, category="c0").values.tolist() == [False, True, False, False]
+    late = em.depth_binned(cube, flags, 3).sel(depth_bin="67-100%", step=7, category="c0")
+    assert late.sel(model="small").values.tolist() == [False, True, False, False]
+    assert not late.sel(model="large").any()
+
+
+@pytest.mark.parametrize(
+    "present, sizes, expected",
+    [
+        ([False, True, True], [300, 100, 100], 1),  # equal sizes: the model listed first
+        ([True, False, True], [100, 100, 50], 2),
+        ([True, False, False], [100, 100, 50], 0),  # equal sizes, only the first present: the first
+        ([False, True, False], [100, 100, 50], 1),  # equal sizes, only the second present: the second
+        ([False, False, False], [100, 100, 50], -1),
+    ],
+)
+def test_smallest_present_names_the_model_by_position(present, sizes, expected):
+    assert em.smallest_present(np.array(present), np.array(sizes)).item() == expected
+
+
+def test_threshold_params_and_names_follow_the_index():
+    models = xr.DataArray(["a", "b", "c"], dims="model")
+    n_params = xr.DataArray([10, 10, 5], dims="model")
+    index = xr.DataArray([0, 1, 2, -1], dims="step")
+    assert em.threshold_names(index, models).values.tolist() == ["a", "b", "c", ""]
+    assert em.threshold_params(index, n_params).values.tolist()[:3] == [10, 10, 5]
+    assert np.isnan(em.threshold_params(index, n_params).values[3])
+
+
+def test_earliest_emergence_is_the_earliest_step_over_layers_with_its_layer():
+    # category c0: layer 2 at step 1, layer 1 at step 2; c1: layers 0 and 2 both at step 4 (the shallower wins); c2 never
+    steps = xr.DataArray(
+        [[[np.nan, 4, np.nan], [2, np.nan, np.nan], [1, 4, np.nan]]],
+        dims=("model", "layer", "category"),
+        coords={"model": ["m"], "layer": [0, 1, 2], "category": ["c0", "c1", "c2"]},
+    )
+    earliest, layer = em.earliest_emergence(steps)
+    assert earliest.sel(model="m").values[:2].tolist() == [1, 4]
+    assert layer.sel(model="m").values[:2].tolist() == [2, 0]
+    assert np.isnan(earliest.sel(model="m", category="c2").item())
+    assert np.isnan(layer.sel(model="m", category="c2").item())
 
 
 def over_layers(values: list[float]) -> np.ndarray:
@@ -114,12 +179,18 @@ def over_layers(values: list[float]) -> np.ndarray:
 def test_reactivation_pattern_is_found_with_its_feature_verdict():
     cube = cube_of({"m": over_layers([HIGH, HIGH, LOW, 0.5, HIGH, MID])}, {"m": 10}, [3])
     cube["direction_cosine"].loc[{"model": "m", "step": 3, "category": "c0", "layer": 4, "other_layer": 1}] = 0.9
+    cube["direction_cosine"].loc[{"model": "m", "step": 3, "category": "c0", "layer": 2, "other_layer": 1}] = 0.25
     events = em.reactivation_events(cube, em.represented(cube, SETTINGS), SETTINGS)
+    assert events.columns.tolist() == list(em.REACTIVATION_COLUMNS)
+    assert events.dtypes.to_dict() == {name: np.dtype(dtype) for name, dtype in em.REACTIVATION_DTYPES.items()}
     assert len(events) == 1
     event = events.iloc[0]
+    assert (event.model, event.step, event.category) == ("m", 3, "c0")
     assert (event.l1, event.l2, event.l3) == (1, 2, 4)
+    assert (event.score_l1, event.score_l2, event.score_l3) == (HIGH, LOW, HIGH)
     assert event.feature_verdict == "returns"
     assert event.cosine_l3_l1 == pytest.approx(0.9)
+    assert event.cosine_l2_l1 == pytest.approx(0.25)
     cube["direction_cosine"][:] = 0.1
     assert em.reactivation_events(cube, em.represented(cube, SETTINGS), SETTINGS).iloc[0].feature_verdict == "new"
 
@@ -142,49 +213,47 @@ def test_no_reactivation_in_flat_monotone_or_shallow_patterns(pattern):
 
 def test_two_dips_are_two_events():
     assert em.dip_events(np.array([HIGH, LOW, HIGH, 0.2, 0.4, HIGH]), np.array([1, 0, 1, 0, 0, 1], bool), 0.6) == [
-        (0, 1, 2), (2, 3, 5)]
+        (0, 1, 2),
+        (2, 3, 5),
+    ]
 
 
-def test_summary_and_spearman_follow_the_planted_order(tmp_path):
-    # category c0 (most frequent) emerges at step 1, c1 at step 2, c2 at step 4, c3 never
-    table = {0: 1, 1: 2, 2: 3}
-    scores = np.full((5, 1, 4), LOW)
-    for category, first in table.items():
-        scores[first:, 0, category] = HIGH
-    cube = cube_of({"m": scores}, {"m": 10}, STEPS5)
-    frame, summary = summary_frame(cube, SETTINGS)
-    assert frame["emergence_step"].tolist()[:3] == [1, 2, 4]
-    assert np.isnan(frame["emergence_step"].tolist()[3])
-    assert summary["spearman_frequency_vs_emergence_step"]["m"]["rho"] == pytest.approx(-1.0)
-    assert summary["represented_at_step0"] == 0
-    write_tables(cube, SETTINGS, tmp_path)
-    import pandas as pd
-
-    steps = pd.read_csv(tmp_path / "emergence_steps.tsv", sep="\t", comment="#")
-    assert steps["emergence_step"].tolist()[:3] == [1, 2, 4]
-    assert steps["tokens_seen"].tolist()[:3] == [1000, 2000, 4000]
-
-
-def test_cube_from_cells_pads_shallow_models_and_round_trips(tmp_path):
-    categories = ["a", "b"]
-
-    def cell(model: str, step: int, layer: int, n_layers: int) -> xr.Dataset:
+def step_scores(model: str, step: int, layers: list[int], n_layers: int) -> xr.Dataset:
+    """One (model, step) score file as the score stage writes it: every studied layer along `layer`."""
+    per_layer = []
+    for layer in layers:
         scores = xr.Dataset(
-            {name: ("category", np.array([0.9, 0.1]) + layer / 100) for name in ("score", "null", "auroc", "precision", "recall")},
-            coords={"category": categories},
+            {
+                name: ("category", np.array([0.9, 0.1]) + layer / 100)
+                for name in ("score", "null", "auroc", "precision", "recall")
+            },
+            coords={"category": ["a", "b"]},
         )
         scores["best_feature"] = ("category", np.array([layer, layer + 1], dtype=np.int32))
         scores["best_direction"] = (("category", "hidden"), np.eye(2, 4, k=layer // 2, dtype=np.float32))
         for name in ("variance_explained", "l0", "dead_fraction"):
             scores[name] = 0.5
-        scores.attrs.update(model=model, step=step, layer=layer, n_params=10 * n_layers, tokens_seen=step * 64,
-                            d_model=4, n_layers=n_layers)
-        return scores
+        per_layer.append(scores.expand_dims(layer=[layer]))
+    scores = xr.concat(per_layer, "layer")
+    scores.attrs.update(
+        model=model, step=step, n_params=10 * n_layers, tokens_seen=step * 64, d_model=4, n_layers=n_layers
+    )
+    return scores
 
-    cells = [cell("s", st, layer, 2) for st in (0, 5) for layer in (0, 1)]
-    cells += [cell("d", st, layer, 3) for st in (0, 5) for layer in (0, 2)]  # layer 1 not studied
-    cube = build_cube(cells, ["s", "d"], [0, 5], categories, {"a": 2, "b": 1}, {"note": "test"})
+
+def test_cube_from_step_scores_pads_shallow_models_and_round_trips(tmp_path):
+    scored = [step_scores("s", st, [0, 1], 2) for st in (0, 5)]
+    scored += [step_scores("d", st, [0, 2], 3) for st in (0, 5)]  # layer 1 not studied
+    settings = {
+        "models": ["s", "d"],
+        "steps": [0, 5],
+        "categories": ["a", "b"],
+        "planted_frequency": {"a": 2, "b": 1},
+        "provenance": {"note": "test"},
+    }
+    cube = build_cube(scored, settings)
     assert dict(cube.sizes) == {"model": 2, "step": 2, "layer": 3, "category": 2, "other_layer": 3}
+    assert cube.attrs["n_cells"] == 8
     assert cube["score"].sel(model="s", layer=2).isnull().all()
     assert cube["score"].sel(model="d", layer=1).isnull().all()
     assert cube["best_feature"].sel(model="d", layer=1).values.tolist() == [[-1, -1], [-1, -1]]
@@ -198,19 +267,3 @@ def test_cube_from_cells_pads_shallow_models_and_round_trips(tmp_path):
     assert np.isnan(float(cosine.sel(layer=1, other_layer=2)))
     write_cube(cube, tmp_path / "cube.nc")
     xr.testing.assert_identical(open_cube(tmp_path / "cube.nc"), cube)
-
-
-def test_duplicate_checkpoints_are_refused_unless_allowed():
-    cube = cube_of({"m": over_steps([LOW, HIGH, HIGH, HIGH, HIGH])}, {"m": 10}, STEPS5)
-    fingerprints = np.array([["f0", "f1", "f2", "f2", "f4"]])
-    from featurebirth.cube import duplicate_steps
-
-    cube["fingerprint"] = (("model", "step"), fingerprints)
-    cube["duplicate_checkpoint"] = (("model", "step"), duplicate_steps(fingerprints.astype(object)))
-    assert cube["duplicate_checkpoint"].values.tolist() == [[False, False, True, True, False]]
-    with pytest.raises(em.DuplicateCheckpointError, match=r"m step 2 \(f2\), m step 4 \(f2\)"):
-        em.represented(cube, SETTINGS)
-    allowed = em.represented(cube, {**SETTINGS, "allow_duplicate_checkpoints": True})
-    assert int(allowed.sum()) == 4
-    _, summary = summary_frame(cube, {**SETTINGS, "allow_duplicate_checkpoints": True})
-    assert [d["step"] for d in summary["duplicate_checkpoints"]] == [2, 4]

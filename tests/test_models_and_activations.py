@@ -2,23 +2,34 @@
 
 import h5py
 import numpy as np
+import pytest
 import torch
-
-from featurebirth.activations import cache_probe_activations, cache_training_activations, capture_blocks, layer_dataset
+from featurebirth.activations import (
+    STORAGE_DTYPE,
+    capture_blocks,
+    layer_activations,
+    probe_activations,
+    target_token_index,
+    token_rows,
+)
 from featurebirth.config import model_spec
-from featurebirth.corpus import read_probes
+from featurebirth.corpus import ProbeItem, read_probes
 from featurebirth.io import read_json
-from featurebirth.models import load_model, load_tokenizer, weight_fingerprint
 from featurebirth.layout import CHECKPOINT_METADATA
+from featurebirth.models import load_model, load_tokenizer, weight_fingerprint
 from featurebirth.toy_models import train_model
 
 CPU = torch.device("cpu")
 
 
-def test_checkpoint_reloads_with_same_logits(micro, corpus_dir, checkpoint):
-    with h5py.File(corpus_dir / "tokens.h5") as handle:
-        train_ids = torch.from_numpy(handle["train"][:].astype(np.int64))
-    in_memory, metadata = train_model(model_spec(micro, "tiny-a"), 6, train_ids, load_tokenizer(corpus_dir / "tokenizer"))
+def _train_ids(corpus) -> torch.Tensor:
+    with h5py.File(corpus("tokens")) as handle:
+        return torch.from_numpy(handle["train"][:].astype(np.int64))
+
+
+def test_checkpoint_reloads_with_same_logits(micro, corpus, checkpoint):
+    train_ids = _train_ids(corpus)
+    in_memory, metadata = train_model(model_spec(micro, "tiny-a"), 6, train_ids, load_tokenizer(corpus("tokenizer")))
     reloaded = load_model(checkpoint, CPU)
     batch = train_ids[:4]
     with torch.no_grad():
@@ -29,10 +40,8 @@ def test_checkpoint_reloads_with_same_logits(micro, corpus_dir, checkpoint):
     assert load_tokenizer(checkpoint).eos_token == "<|endoftext|>"
 
 
-def test_training_moves_weights_and_step0_is_init(micro, corpus_dir, checkpoint):
-    with h5py.File(corpus_dir / "tokens.h5") as handle:
-        ids = torch.from_numpy(handle["train"][:].astype(np.int64))
-    init, _ = train_model(model_spec(micro, "tiny-a"), 0, ids, load_tokenizer(corpus_dir / "tokenizer"))
+def test_training_moves_weights_and_step0_is_init(micro, corpus, checkpoint):
+    init, _ = train_model(model_spec(micro, "tiny-a"), 0, _train_ids(corpus), load_tokenizer(corpus("tokenizer")))
     trained = load_model(checkpoint, CPU)
     name = "gpt_neox.embed_in.weight"
     assert not torch.equal(init.state_dict()[name], trained.state_dict()[name])
@@ -45,10 +54,14 @@ def test_training_moves_weights_and_step0_is_init(micro, corpus_dir, checkpoint)
     assert weight_fingerprint(half) == weight_fingerprint(exact_in_half)
 
 
-def test_hooked_block_output_is_the_residual_stream(checkpoint, corpus_dir):
+def _sae_rows(corpus, n: int) -> torch.Tensor:
+    with h5py.File(corpus("tokens")) as handle:
+        return torch.from_numpy(handle["sae"][:n].astype(np.int64))
+
+
+def test_hooked_block_output_is_the_residual_stream(checkpoint, corpus):
     model = load_model(checkpoint, CPU)
-    with h5py.File(corpus_dir / "tokens.h5") as handle:
-        ids = torch.from_numpy(handle["sae"][:3].astype(np.int64))
+    ids = _sae_rows(corpus, 3)
     with capture_blocks(model, [0, 1]) as captured, torch.no_grad():
         hidden = model(ids, output_hidden_states=True).hidden_states
         # hidden_states[i + 1] is block i's output, except the last entry (final LayerNorm applied)
@@ -59,40 +72,91 @@ def test_hooked_block_output_is_the_residual_stream(checkpoint, corpus_dir):
         )
         manual = manual[0] if isinstance(manual, tuple) else manual
         torch.testing.assert_close(captured[1], manual, rtol=1e-4, atol=1e-4)
+        hooks_inside = [len(block._forward_hooks) for block in model.gpt_neox.layers]
+    # ours are removed on exit (transformers keeps hooks of its own for output_hidden_states)
+    assert [len(block._forward_hooks) for block in model.gpt_neox.layers] == [n - 1 for n in hooks_inside]
 
 
-def test_training_cache_holds_each_layer(checkpoint, corpus_dir, tmp_path):
-    out = tmp_path / "train.h5"
-    n = cache_training_activations(
-        checkpoint, corpus_dir / "tokens.h5", [0, 1], out, model_name="tiny-a", step=6,
-        batch_size=16, max_tokens=1280, device=CPU,
-    )
-    assert n == 1280
+def test_layer_activations_are_the_block_outputs(checkpoint, corpus):
     model = load_model(checkpoint, CPU)
-    with h5py.File(corpus_dir / "tokens.h5") as handle:
-        ids = torch.from_numpy(handle["sae"][:2].astype(np.int64))
+    ids = _sae_rows(corpus, 5)
+    # batch 2 over 5 rows: the last batch is short
+    activations = layer_activations(model, ids, [0, 1], batch_size=2)
+    assert sorted(activations) == [0, 1]
+    for layer in (0, 1):
+        assert activations[layer].shape == (5 * 32, 16)
+        assert activations[layer].dtype == STORAGE_DTYPE == torch.float16
+        assert activations[layer].device == CPU
     with torch.no_grad():
-        expected = model(ids, output_hidden_states=True).hidden_states[1].reshape(-1, 16)
-    with h5py.File(out) as handle:
-        assert handle.attrs["model"] == "tiny-a" and handle.attrs["step"] == 6
-        dataset = handle[layer_dataset(0)]
-        assert dataset.dtype == np.float16 and dataset.shape == (1280, 16) and dataset.chunks is not None
-        assert dataset.attrs["layer"] == 0 and dataset.attrs["d_model"] == 16 and dataset.attrs["n_tokens"] == 1280
-        np.testing.assert_allclose(dataset[:64].astype(np.float32), expected.numpy(), rtol=2e-3, atol=2e-3)
-    assert not list(tmp_path.glob(".tmp-*"))
+        hidden = model(ids, output_hidden_states=True).hidden_states
+        expected_0 = hidden[1].reshape(-1, 16)
+        # the last block's hidden_states entry has the final LayerNorm applied: apply it to ours too
+        final_1 = model.gpt_neox.final_layer_norm(activations[1].float().reshape(5, 32, 16))
+    torch.testing.assert_close(activations[0].float(), expected_0, rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close(final_1, hidden[2], rtol=1e-2, atol=1e-2)
+    # row-major: token t of row r is row r * seq_len + t
+    torch.testing.assert_close(activations[0][3 * 32 + 7].float(), hidden[1][3, 7], rtol=2e-3, atol=2e-3)
+    # a layer alone, in other batches, holds the same values
+    alone = layer_activations(model, ids, [1], batch_size=5)
+    assert sorted(alone) == [1]
+    torch.testing.assert_close(alone[1], activations[1], rtol=2e-3, atol=2e-3)
 
 
-def test_probe_cache_takes_the_target_token(checkpoint, corpus_dir, tmp_path):
-    out = tmp_path / "probes.h5"
-    n = cache_probe_activations(checkpoint, corpus_dir / "probes.tsv", out, model_name="tiny-a", step=6, batch_size=7, device=CPU)
-    items = read_probes(corpus_dir / "probes.tsv")
-    assert n == len(items)
+def test_probe_activations_take_the_target_token(checkpoint, corpus):
     model, tokenizer = load_model(checkpoint, CPU), load_tokenizer(checkpoint)
-    item = items[5]
-    ids = tokenizer(item.text, return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        expected = model(ids, output_hidden_states=True).hidden_states[1][0, -1]
-    with h5py.File(out) as handle:
-        assert handle["activations"].shape == (2, n, 16)
-        assert handle["category"][5].decode() == item.category
-        np.testing.assert_allclose(handle["activations"][0, 5].astype(np.float32), expected.numpy(), rtol=2e-3, atol=2e-3)
+    items = read_probes(corpus("probes"))[:5]
+    # targets inside the text, in contexts of different lengths (batches are padded)
+    items += [
+        ProbeItem(5, "animals", "dog", 0, "the dog ate the hay", 4, 7),
+        ProbeItem(6, "colours", "red", 0, "red", 0, 3),
+        ProbeItem(7, "numbers", "two", 1, "then came the two and so it was very two", 14, 17),
+    ]
+    out = probe_activations(model, tokenizer, items, batch_size=3)
+    assert out.shape == (2, len(items), 16) and out.dtype == np.float32
+    for i, item in enumerate(items):
+        ids = tokenizer(item.text, return_tensors="pt")["input_ids"]
+        target = item.text[: item.target_start].count(" ")  # word-level tokenizer: one token per word
+        assert tokenizer.convert_ids_to_tokens(ids[0, target].item()) == item.word
+        with capture_blocks(model, [0, 1]) as captured, torch.no_grad():
+            hidden = model(ids, output_hidden_states=True).hidden_states
+        np.testing.assert_allclose(out[0, i], hidden[1][0, target].numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(out[1, i], captured[1][0, target].numpy(), rtol=1e-5, atol=1e-5)
+    # the last "two" of item 7 is not its target: the activation differs
+    assert not np.allclose(out[1, 7], captured[1][0, -1].numpy(), atol=1e-3)
+
+
+def test_target_token_index():
+    offsets = [(0, 3), (4, 7), (8, 11), (12, 13)]
+    assert target_token_index(offsets, 4, 7) == 1
+    assert target_token_index(offsets, 8, 11) == 2
+    # a word split into several tokens: its last token
+    assert target_token_index([(0, 2), (2, 5), (6, 8)], 0, 5) == 1
+    with pytest.raises(ValueError, match="no token covers characters 14..20"):
+        target_token_index(offsets, 14, 20)
+
+
+@pytest.mark.parametrize(("max_tokens", "rows"), [(32, 1), (100, 3), (320, 10), (1280, 40), (10_000, 40)])
+def test_token_rows_respect_max_tokens(checkpoint, corpus, max_tokens, rows):
+    ids = token_rows(corpus("tokens"), checkpoint, "sae", max_tokens, 32)
+    assert ids.shape == (rows, 32) and ids.dtype == torch.int64
+    assert ids.numel() <= max_tokens  # and every row the split holds (40) when it holds fewer
+    torch.testing.assert_close(ids, _sae_rows(corpus, rows), rtol=0, atol=0)
+    with h5py.File(corpus("tokens")) as handle:
+        evaluation = token_rows(corpus("tokens"), checkpoint, "eval", max_tokens, 32)
+        assert evaluation.tolist() == handle["eval"][: min(rows, 8)].tolist()
+
+
+@pytest.mark.parametrize(("max_tokens", "rows"), [(100, 3), (320, 10), (10_000, 40)])
+def test_token_rows_from_text_equal_the_token_file(checkpoint, corpus, max_tokens, rows):
+    """Text tokenised by the checkpoint's own tokenizer (the hub path) gives the toy token file's rows."""
+    from_text = token_rows(corpus("sae_text"), checkpoint, "sae", max_tokens, 32)
+    assert from_text.shape == (rows, 32)
+    assert from_text.numel() <= max_tokens
+    torch.testing.assert_close(from_text, _sae_rows(corpus, rows), rtol=0, atol=0)
+
+
+def test_token_rows_below_one_row_fail_alike(checkpoint, corpus):
+    with pytest.raises(ValueError, match="10 tokens is less than one row of 32"):
+        token_rows(corpus("sae_text"), checkpoint, "sae", 10, 32)
+    with pytest.raises(ValueError, match="10 tokens is less than one row of 32"):
+        token_rows(corpus("tokens"), checkpoint, "sae", 10, 32)

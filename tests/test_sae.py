@@ -1,60 +1,132 @@
-"""SAE training with dictionary-learning: quality on real activations, loud failure on NaN."""
+"""SAE training with dictionary-learning: quality on held-out activations, save/load round trip, loud failure."""
 
-import h5py
-import numpy as np
+import re
+
 import pytest
 import torch
-
-from featurebirth.activations import cache_training_activations, layer_dataset
-from featurebirth.config import sae_settings
+from featurebirth.activations import layer_activations, token_rows
+from featurebirth.config import sae_training_settings
 from featurebirth.io import read_json
-from featurebirth.sae import SAETrainingError, load_sae, quality, train_sae
+from featurebirth.layout import SAE_CONFIG, SAE_WEIGHTS, cell_name
+from featurebirth.models import load_model
+from featurebirth.sae import SAETrainingError, load_sae, quality, save_sae, train_sae
 
 CPU = torch.device("cpu")
+CELL = cell_name("tiny-a", 6, 1)
+LAYER0 = cell_name("tiny-a", 6, 0)
 
 
 @pytest.fixture(scope="module")
-def cache(checkpoint, corpus_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("cache") / "train.h5"
-    cache_training_activations(
-        checkpoint, corpus_dir / "tokens.h5", [0, 1], out, model_name="tiny-a", step=6,
-        batch_size=16, max_tokens=1280, device=CPU,
-    )
+def activations(micro, checkpoint, corpus) -> dict[str, dict[int, torch.Tensor]]:
+    """The checkpoint's layer activations on the SAE split (training) and the eval split (held out)."""
+    model = load_model(checkpoint, CPU)
+    splits = {"sae": micro["activations"]["max_tokens"], "eval": micro["evaluation"]["tokens"]}
+    return {
+        split: layer_activations(model, token_rows(corpus("tokens"), checkpoint, split, tokens, 32), [0, 1], 16)
+        for split, tokens in splits.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(micro, activations) -> dict[str, tuple]:
+    """One SAE of layer 1 per architecture: (settings, ae, trainer config, stats)."""
+    out = {}
+    for architecture in ("topk", "batchtopk", "relu"):
+        settings = {**sae_training_settings(micro, "tiny-a")["sae"], "architecture": architecture}
+        ae, trainer, stats = train_sae(activations["sae"][1], settings, CPU, model="tiny-a", layer=1, cell=CELL)
+        out[architecture] = (settings, ae, trainer, stats)
     return out
 
 
+def test_activation_splits(activations):
+    assert activations["sae"][1].shape == (1280, 16) and activations["eval"][1].shape == (256, 16)
+
+
 @pytest.mark.parametrize("architecture", ["topk", "batchtopk", "relu"])
-def test_sae_explains_the_activations(micro, cache, tmp_path, architecture):
-    settings = {**sae_settings(micro, "tiny-a"), "architecture": architecture}
-    metrics = train_sae(cache, settings, tmp_path, model="tiny-a", layer=1, cell="tiny-a/step6/layer1", device=CPU)
+def test_sae_explains_held_out_activations(trained, activations, architecture):
+    settings, ae, trainer, stats = trained[architecture]
+    metrics = quality(ae, activations["eval"][1].float())
     # A 64-feature dictionary on a 16-dimensional residual stream: even 4 active features
     # reconstruct most of the variance; 0.7 leaves room for seeds, 0.0 would be "no better
     # than the mean", which a broken trainer or a wrong rescaling quickly falls to.
-    assert metrics["fraction_variance_explained"] > 0.7, metrics
+    assert metrics["variance_explained"] > 0.7, metrics
+    assert sorted(metrics) == ["dead_fraction", "l0", "reconstruction_mse", "variance_explained"]
     if architecture == "topk":
         assert metrics["l0"] == pytest.approx(settings["k"])
+    assert 0.0 < metrics["l0"] <= 64
     assert 0.0 <= metrics["dead_fraction"] < 1.0
-    assert metrics["tokens_trained"] == settings["steps"] * settings["batch_size"]
-    config = read_json(tmp_path / "config.json")
-    assert config["cell"] == "tiny-a/step6/layer1" and config["trainer"]["dict_size"] == 64
-    ae = load_sae(tmp_path)
-    with h5py.File(cache) as handle:
-        held_out = torch.from_numpy(handle[layer_dataset(1)][-256:].astype(np.float32))
-    assert quality(ae, held_out)["fraction_variance_explained"] == pytest.approx(metrics["fraction_variance_explained"], abs=1e-4)
+    assert metrics["reconstruction_mse"] > 0.0
+    assert stats["tokens_trained"] == settings["steps"] * settings["batch_size"] == 120 * 64
+    assert stats["distinct_tokens"] == 1280
+    assert trainer["dict_size"] == 64 and trainer["activation_dim"] == 16
+    assert trainer["architecture"] == architecture and trainer["norm_factor"] > 0
+    assert not next(ae.parameters()).is_cuda and next(ae.parameters()).dtype == torch.float32
 
 
-def test_nan_activations_fail_naming_the_cell(micro, cache, tmp_path):
-    poisoned = tmp_path / "poisoned.h5"
-    with h5py.File(cache) as source, h5py.File(poisoned, "w") as target:
-        data = source[layer_dataset(0)][:]
-        data[100:400] = np.nan
-        target.create_dataset(layer_dataset(0), data=data)
-    with pytest.raises(SAETrainingError, match="tiny-a/step6/layer0"):
-        train_sae(poisoned, sae_settings(micro, "tiny-a"), tmp_path / "out", model="tiny-a", layer=0, cell="tiny-a/step6/layer0", device=CPU)
-    assert not (tmp_path / "out" / "metrics.json").exists()
+def test_quality_by_hand():
+    """quality's numbers on a dictionary whose reconstruction is known: identity codes, decoder halves them."""
+
+    class Halving(torch.nn.Module):
+        def encode(self, x):
+            return torch.relu(torch.cat([x, -x], dim=1))  # 2d features, exactly d of them nonzero per token
+
+        def decode(self, codes):
+            d = codes.shape[1] // 2
+            return 0.5 * (codes[:, :d] - codes[:, d:])
+
+    x = torch.tensor([[1.0, -2.0], [3.0, 4.0], [-1.0, 0.5], [1.0, 2.5]])
+    metrics = quality(Halving(), x, batch=3)  # two batches
+    error = (0.5 * x).pow(2).sum().item()
+    assert metrics["variance_explained"] == pytest.approx(1 - error / (x - x.mean(dim=0)).pow(2).sum().item())
+    assert metrics["reconstruction_mse"] == pytest.approx(error / 4)
+    assert metrics["l0"] == pytest.approx(2.0)
+    # features: x0 > 0 (rows 0, 1, 3), x1 > 0 (rows 1, 2, 3), -x0 > 0 (row 2), -x1 > 0 (row 0): none dead
+    assert metrics["dead_fraction"] == 0.0
+    assert quality(Halving(), torch.tensor([[1.0, 2.0], [3.0, 4.0]]))["dead_fraction"] == 0.5
 
 
-def test_divergence_fails(micro, cache, tmp_path):
-    settings = {**sae_settings(micro, "tiny-a"), "architecture": "relu", "lr": 1e4, "l1_penalty": 0.0}
-    with pytest.raises(SAETrainingError, match="tiny-a/step6/layer0"):
-        train_sae(cache, settings, tmp_path, model="tiny-a", layer=0, cell="tiny-a/step6/layer0", device=CPU)
+@pytest.mark.parametrize("architecture", ["topk", "batchtopk", "relu"])
+def test_saved_sae_reloads_with_identical_codes(trained, activations, tmp_path, architecture):
+    settings, ae, trainer, stats = trained[architecture]
+    save_sae(ae, trainer, settings, stats, CELL, tmp_path)
+    assert (tmp_path / SAE_WEIGHTS).is_file()
+    saved = read_json(tmp_path / SAE_CONFIG)
+    assert saved["cell"] == CELL and saved["settings"] == settings and saved["training"] == stats
+    assert saved["trainer"]["dict_size"] == 64 and saved["trainer"]["architecture"] == architecture
+    loaded = load_sae(tmp_path)
+    assert not loaded.training
+    x = activations["eval"][1].float()
+    with torch.no_grad():
+        assert torch.equal(loaded.encode(x), ae.encode(x))
+        assert torch.equal(loaded.decode(loaded.encode(x)), ae.decode(ae.encode(x)))
+    reloaded = quality(loaded, x)
+    assert reloaded == quality(ae, x)
+    if architecture != "relu":
+        # through load_sae, the path scoring uses: TopK keeps k; BatchTopK's learned threshold keeps it near k
+        assert 0 < reloaded["l0"] <= 2 * settings["k"], reloaded
+    if architecture == "topk":
+        assert reloaded["l0"] == pytest.approx(settings["k"])
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_training_is_seeded(micro, activations, trained):
+    settings, ae, _, _ = trained["topk"]
+    again, _, _ = train_sae(activations["sae"][1], settings, CPU, model="tiny-a", layer=1, cell=CELL)
+    for name, tensor in ae.state_dict().items():
+        assert torch.equal(again.state_dict()[name], tensor), name
+    other, _, _ = train_sae(activations["sae"][1], {**settings, "seed": 1}, CPU, model="tiny-a", layer=1, cell=CELL)
+    assert not torch.equal(other.encoder.weight, ae.encoder.weight)
+
+
+def test_nan_activations_fail_naming_the_cell(micro, activations):
+    poisoned = activations["sae"][0].clone()
+    poisoned[100:400] = float("nan")
+    settings = sae_training_settings(micro, "tiny-a")["sae"]
+    with pytest.raises(SAETrainingError, match=f"SAE {re.escape(LAYER0)}: .*(nan|NaN)"):
+        train_sae(poisoned, settings, CPU, model="tiny-a", layer=0, cell=LAYER0)
+
+
+def test_divergence_fails_naming_the_cell(micro, activations):
+    settings = {**sae_training_settings(micro, "tiny-a")["sae"], "architecture": "relu", "lr": 1e4, "l1_penalty": 0.0}
+    with pytest.raises(SAETrainingError, match=f"SAE {re.escape(LAYER0)}: .*(diverged|training failed)"):
+        train_sae(activations["sae"][0], settings, CPU, model="tiny-a", layer=0, cell=LAYER0)

@@ -2,13 +2,17 @@
 
 import numpy as np
 import pytest
-
+import torch
 from featurebirth.layout import CONTROL
-from featurebirth.score import auroc_matrix, f1_matrix, one_hot, permuted_labels, score_codes
+from featurebirth.sae import quality
+from featurebirth.score import auroc_matrix, encode, f1_matrix, one_hot, permuted_labels, score_codes, score_layer
 
 CATEGORIES = ["animals", "colours", "numbers"]
-WORDS = {"animals": ["dog", "cat", "cow", "fox"], "colours": ["red", "blue", "green", "pink"],
-         "numbers": ["one", "two", "six", "ten"]}
+WORDS = {
+    "animals": ["dog", "cat", "cow", "fox"],
+    "colours": ["red", "blue", "green", "pink"],
+    "numbers": ["one", "two", "six", "ten"],
+}
 SETTINGS = {"n_permutations": 50, "null_quantile": 0.95, "seed": 0}
 
 
@@ -83,3 +87,63 @@ def test_permutation_moves_whole_words_and_keeps_controls():
 def test_one_hot_leaves_controls_empty():
     labels = np.array(["animals", CONTROL, "numbers"])
     assert one_hot(labels, CATEGORIES).tolist() == [[1, 0, 0], [0, 0, 0], [0, 0, 1]]
+
+
+class FixedSAE(torch.nn.Module):
+    """A hand-made dictionary: codes relu(x @ encoder), reconstruction codes @ decoder.weight.T."""
+
+    def __init__(self, encoder: np.ndarray, decoder: np.ndarray):
+        super().__init__()
+        self.encoder = torch.from_numpy(encoder.astype(np.float32))
+        self.decoder = torch.nn.Linear(encoder.shape[1], encoder.shape[0], bias=False)
+        self.decoder.weight.data = torch.from_numpy(decoder.astype(np.float32))
+
+    def encode(self, x):
+        return torch.relu(x @ self.encoder)
+
+    def decode(self, codes):
+        return self.decoder(codes)
+
+
+def category_sae() -> FixedSAE:
+    """4-d activations (one axis per category, the last for controls), 6 features: feature j reads axis j
+    (features 4 and 5 read -x0 and -x1 and never fire on nonnegative inputs); decoder columns 1.5 e_j and e_0 + e_1."""
+    encoder = np.zeros((4, 6))
+    encoder[np.arange(4), np.arange(4)] = 1.0
+    encoder[0, 4] = encoder[1, 5] = -1.0
+    decoder = np.zeros((4, 6))
+    decoder[np.arange(4), np.arange(4)] = 1.5
+    decoder[:2, 4] = decoder[:2, 5] = 1.0
+    return FixedSAE(encoder, decoder)
+
+
+def test_encode_gives_codes_and_unit_decoder_directions():
+    x = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.5, 0.0, 0.0], [-1.0, 0.0, 0.0, 3.0]], dtype=np.float32)
+    codes, directions = encode(category_sae(), x)
+    assert codes.tolist() == [[1, 0, 0, 0, 0, 0], [0, 0.5, 0, 0, 0, 0], [0, 0, 0, 3, 1, 0]]
+    assert directions.shape == (6, 4)
+    np.testing.assert_allclose(directions[:4], np.eye(4), atol=1e-7)
+    np.testing.assert_allclose(directions[4], [2**-0.5, 2**-0.5, 0, 0], rtol=1e-6)
+
+
+def test_score_layer_scores_the_probes_and_measures_quality_on_held_out():
+    labels, words = probe_labels()
+    axis = {category: i for i, category in enumerate(CATEGORIES)} | {CONTROL: 3}
+    probes = np.eye(4, dtype=np.float32)[[axis[label] for label in labels]]
+    held_out = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]])
+    ae = category_sae()
+    cell = score_layer(ae, probes, held_out, labels, words, {"categories": CATEGORIES, "scoring": SETTINGS})
+    assert cell["score"].values.tolist() == [1.0, 1.0, 1.0]
+    assert cell["best_feature"].values.tolist() == [0, 1, 2]
+    assert cell["auroc"].values.tolist() == [1.0, 1.0, 1.0]
+    assert cell["best_direction"].dims == ("category", "hidden")
+    np.testing.assert_allclose(cell["best_direction"].values, np.eye(4)[:3], atol=1e-7)
+    assert cell["feature_f1"].shape == (6, 3)
+    # reconstruction 1.5 x: squared error 0.25 per unit, 6 units over 4 tokens; the held-out columns' sums of
+    # squared deviations are 1, 1, 0.75 and 0.75; 6 codes fire; features 4 and 5 never do
+    assert float(cell["reconstruction_mse"]) == pytest.approx(1.5 / 4)
+    assert float(cell["variance_explained"]) == pytest.approx(1 - 1.5 / 3.5)
+    assert float(cell["l0"]) == pytest.approx(6 / 4)
+    assert float(cell["dead_fraction"]) == pytest.approx(2 / 6)
+    for name, value in quality(ae, held_out).items():
+        assert float(cell[name]) == pytest.approx(value), name

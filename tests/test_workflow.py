@@ -3,36 +3,52 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
-import h5py
+import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
 from conftest import JOB_ENV, TESTS, planned_jobs, snakemake
-from featurebirth.cube import open_cube
+from featurebirth import layout
+from featurebirth.cube import open_cube, write_cube
+
+pytestmark = pytest.mark.workflow
+
+MICRO_LAYERS = {"tiny-a": [0, 1], "tiny-b": [0, 2]}
 
 
-def test_plan_has_one_job_per_cell(micro_run):
+def _counts(plan_output: str) -> dict[str, int]:
+    """The per-rule job counts of a dry run's 'Job stats' table."""
+    lines = plan_output.split("Job stats:", 1)[1].splitlines()[3:]
+    rows = [line.split() for line in lines[: next(i for i, line in enumerate(lines) if not line.strip())]]
+    return {rule: int(count) for rule, count in rows}
+
+
+def test_plan_has_one_sae_job_and_one_score_job_per_checkpoint(micro_run):
     _, plan, _ = micro_run
     assert plan.returncode == 0, plan.stderr
-    counts = {}
-    for line in plan.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
-    # micro: tiny-a 2 layers, tiny-b 2 studied layers, 2 steps each
-    assert counts["sae"] == 8
-    assert counts["cache_training_activations"] == 4
-    assert counts["cache_probe_activations"] == 4
-    assert counts["toy_model"] == 4
-    assert counts["score"] == 8
-    assert counts["cube"] == 1 and counts["tables"] == 1
+    counts = _counts(plan.stdout)
+    # micro: 2 models x 2 steps; sae.layers_per_job "all": one SAE job per checkpoint
+    assert {rule: counts[rule] for rule in ("toy_model", "train_saes", "score")} == {
+        "toy_model": 4,
+        "train_saes": 4,
+        "score": 4,
+    }
+    assert counts["corpus"] == counts["cube"] == counts["tables"] == 1
     assert counts["heatmaps"] == 2 and counts["figure"] == 3
+    groups = sorted(
+        (job["wildcards"]["model"], job["wildcards"]["layers"])
+        for job in planned_jobs(plan.stdout)
+        if job["rule"] == "train_saes"
+    )
+    assert groups == [("tiny-a", "0-1"), ("tiny-a", "0-1"), ("tiny-b", "0-2"), ("tiny-b", "0-2")]
 
 
 def test_cube_holds_every_cell(micro_run):
     results, _, _ = micro_run
-    cube = open_cube(results / "cube.nc")
+    cube = open_cube(layout.cube_path(results))
     assert dict(cube.sizes) == {"model": 2, "step": 2, "layer": 3, "category": 3, "other_layer": 3}
     assert cube["model"].values.tolist() == ["tiny-a", "tiny-b"]
     assert cube["step"].values.tolist() == [0, 6]
@@ -51,21 +67,30 @@ def test_cube_holds_every_cell(micro_run):
     assert (cube["variance_explained"].sel(model="tiny-a", layer=[0, 1]) > 0.5).all()
     assert cube.attrs["n_cells"] == 8
     assert len(set(cube["fingerprint"].values.ravel())) == 4 and not cube["duplicate_checkpoint"].any()
-    assert json.loads(cube.attrs["config"])["steps"] == [0, 6]
+    provenance = json.loads(cube.attrs["config"])
+    assert provenance["steps"] == [0, 6] and not {"analysis", "figures", "results"} & set(provenance)
+
+
+def _documented_columns(path: Path) -> list[str]:
+    """The column names a table's '# name: meaning' header lines document, in order."""
+    lines = [line[2:] for line in path.read_text().splitlines() if line.startswith("# ")]
+    return [line.split(":", 1)[0] for line in lines[1:]]
 
 
 def test_tables_figures_and_report(micro_run):
     results, _, args = micro_run
-    for name in ("emergence_steps", "emergence_layers", "scale_thresholds", "reactivation", "summary_table"):
-        table = pd.read_csv(results / f"tables/{name}.tsv", sep="\t", comment="#")
-        assert len(table.columns) >= 5, name
-    steps = pd.read_csv(results / "tables/emergence_steps.tsv", sep="\t", comment="#")
+    for name in layout.TABLES:
+        path = Path(layout.table_path(results, name))
+        table = pd.read_csv(path, sep="\t", comment="#")
+        assert list(table.columns) == _documented_columns(path), name
+    steps = pd.read_csv(layout.table_path(results, "emergence_steps"), sep="\t", comment="#")
     assert len(steps) == 4 * 3  # (tiny-a: 2 + tiny-b: 2 studied layers) x 3 categories
-    summary = json.loads((results / "tables/summary.json").read_text())
+    summary = json.loads(Path(layout.summary_path(results)).read_text())
     assert summary["represented_at_step0"] == 0
-    for figure in ("heatmaps/tiny-a", "heatmaps/tiny-b", "emergence", "scale", "reactivation"):
-        assert (results / f"figures/{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    report = results / "report.html"
+    figures = [layout.heatmap_path(results, model) for model in MICRO_LAYERS]
+    for path in figures + [layout.figure_path(results, figure) for figure in layout.FIGURES]:
+        assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    report = Path(layout.report_path(results))
     result = snakemake(*args, "--report", str(report))
     assert result.returncode == 0, result.stderr[-3000:]
     html = report.read_text()
@@ -74,8 +99,13 @@ def test_tables_figures_and_report(micro_run):
 
 def test_summary_command_prints_every_category(micro_run):
     results, _, _ = micro_run
-    printed = subprocess.run([sys.executable, "-m", "featurebirth", "summary", str(results / "cube.nc")],
-                             capture_output=True, text=True, env={**JOB_ENV, "COLUMNS": "160"}, timeout=120)
+    printed = subprocess.run(
+        [sys.executable, "-m", "featurebirth", "summary", layout.cube_path(results)],
+        capture_output=True,
+        text=True,
+        env={**JOB_ENV, "COLUMNS": "160"},
+        timeout=120,
+    )
     assert printed.returncode == 0, printed.stderr
     for expected in ("tiny-a", "tiny-b", "animals", "colours", "numbers", "emerges at step"):
         assert expected in printed.stdout
@@ -83,20 +113,19 @@ def test_summary_command_prints_every_category(micro_run):
 
 def test_every_cell_output_exists(micro_run):
     results, _, _ = micro_run
-    for model, layers in {"tiny-a": [0, 1], "tiny-b": [0, 2]}.items():
+    for model, layers in MICRO_LAYERS.items():
         for step in (0, 6):
-            assert (results / f"models/{model}/step{step}/model.safetensors").exists()
-            assert (results / f"models/{model}/step{step}/tokenizer.json").exists()
-            with h5py.File(results / f"activations/{model}/step{step}/probes.h5") as handle:
-                assert handle.attrs["step"] == step
-            # the training cache is temp(): gone once its SAEs are trained
-            assert not list((results / f"activations/{model}/step{step}").glob("train-*.h5"))
+            checkpoint = Path(layout.toy_checkpoint(results, model, step))
+            assert (checkpoint / "model.safetensors").exists() and (checkpoint / "tokenizer.json").exists()
+            manifest = json.loads(Path(layout.sae_group(results, model, step, layout.layer_group(layers))).read_text())
+            assert manifest["layers"] == layers and manifest["tokens"] == 1280
+            assert layout.trained_groups(results, model, step) == [layers]
             for layer in layers:
-                cell = results / f"sae/{model}/step{step}/layer{layer}"
-                metrics = json.loads((cell / "metrics.json").read_text())
-                assert metrics["fraction_variance_explained"] > 0.5, (cell, metrics)
-                assert (cell / "ae.pt").stat().st_size > 0
-    assert not list(results.rglob(".tmp-*"))
+                cell = Path(layout.sae_dir(results, model, step, layer))
+                assert (cell / layout.SAE_WEIGHTS).stat().st_size > 0
+                assert json.loads((cell / layout.SAE_CONFIG).read_text())["cell"] == f"{model}/step{step}/layer{layer}"
+                assert manifest["cells"][str(layer)]["tokens_trained"] == 120 * 64
+    assert not list(Path(results).rglob(".tmp-*"))
 
 
 def test_rerun_has_nothing_to_do(micro_run):
@@ -104,6 +133,43 @@ def test_rerun_has_nothing_to_do(micro_run):
     plan = snakemake("-n", *args)
     assert plan.returncode == 0
     assert "Nothing to be done" in plan.stdout + plan.stderr
+
+
+def test_changing_scoring_or_figures_retrains_nothing(micro_run, tmp_path):
+    """Settings reach only the jobs that read them: scoring reruns score jobs, a figure setting only figures."""
+    results, _, _ = micro_run
+    config = yaml.safe_load((TESTS / "micro.yaml").read_text())
+    config["scoring"] = {"n_permutations": 20}
+    config["figures"] = {"dpi": 80}
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    plan = snakemake("-n", "--configfile", str(changed), "--config", f"results={results}")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    counts = _counts(plan.stdout)
+    assert counts.get("score") == 4 and "train_saes" not in counts and "toy_model" not in counts
+    config.pop("scoring")
+    changed.write_text(yaml.safe_dump(config))
+    plan = snakemake("-n", "--configfile", str(changed), "--config", f"results={results}")
+    counts = _counts(plan.stdout)
+    assert set(counts) == {"heatmaps", "figure", "all", "total"}, counts
+
+
+def test_a_deleted_sae_is_retrained_alone(micro_run, tmp_path):
+    """Deleting one cell's weights plans an SAE job for that layer alone and rescores its checkpoint."""
+    results, _, args = micro_run
+    weights = Path(layout.sae_files(results, "tiny-a", 0, 1)[0])
+    aside = tmp_path / "aside"
+    weights.replace(aside)
+    try:
+        plan = snakemake("-n", *args)
+    finally:
+        aside.replace(weights)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    jobs = [(job["rule"], job["wildcards"]) for job in planned_jobs(plan.stdout) if "step" in job["wildcards"]]
+    assert [(rule, wc["model"], wc["step"], wc.get("layers")) for rule, wc in jobs if rule != "score"] == [
+        ("train_saes", "tiny-a", "0", "1")
+    ]
+    assert [(wc["model"], wc["step"]) for rule, wc in jobs if rule == "score"] == [("tiny-a", "0")]
 
 
 def test_bad_config_stops_before_any_job(tmp_path):
@@ -124,8 +190,15 @@ def test_lint_is_clean():
     assert "Lints for rule" not in result.stdout + result.stderr
 
 
-def test_adding_a_step_and_a_layer_runs_only_the_new_cells(micro_run, tmp_path):
-    """Runs last in this module: it extends the micro run in place with step 3 and tiny-b's layer 1."""
+def _cell_files(results: Path) -> list[Path]:
+    """Every checkpoint and SAE file of the run (what must never be redone)."""
+    trees = [Path(layout.toy_checkpoint(results, m, 0)).parent for m in MICRO_LAYERS]
+    trees += [Path(layout.sae_step_dir(results, m, 0)).parent for m in MICRO_LAYERS]
+    return [path for tree in trees for path in tree.rglob("*") if path.is_file()]
+
+
+def test_adding_a_step_and_a_layer_trains_only_the_new_cells(micro_run, tmp_path):
+    """Runs late in this module: it extends the micro run in place with step 3 and tiny-b's layer 1."""
     results, _, _ = micro_run
     config = yaml.safe_load((TESTS / "micro.yaml").read_text())
     config["steps"] = [0, 3, 6]
@@ -135,24 +208,84 @@ def test_adding_a_step_and_a_layer_runs_only_the_new_cells(micro_run, tmp_path):
     args = ["--configfile", str(extended), "--config", f"results={results}"]
     plan = snakemake("-n", *args)
     assert plan.returncode == 0, plan.stderr[-3000:]
-    jobs = planned_jobs(plan.stdout)
-    per_cell = [(job["rule"], job["wildcards"]) for job in jobs if "step" in job["wildcards"]]
-    new_step = [wc for _, wc in per_cell if wc["step"] == "3"]
-    new_layer = [(rule, wc) for rule, wc in per_cell if wc["step"] != "3"]
-    # step 3: every cell; steps 0 and 6: only tiny-b's new layer 1, from a cache of that layer alone
-    assert sorted((rule, wc["model"], wc["step"]) for rule, wc in new_layer) == sorted(
-        [(rule, "tiny-b", step) for rule in ("sae", "score", "cache_training_activations") for step in ("0", "6")])
-    assert all(wc.get("layer", "1") == "1" and wc.get("layers", "1") == "1" for _, wc in new_layer), new_layer
-    assert new_step
-    counts = {job["rule"]: sum(j["rule"] == job["rule"] for j in jobs) for job in jobs}
-    assert counts["sae"] == 5 + 2 and counts["score"] == 5 + 2 and counts["toy_model"] == 2
-    assert counts["cube"] == 1 and counts["tables"] == 1
-    old_cells = [p for p in results.rglob("*") if p.is_file() and "step3" not in p.parts
-                 and p.parts[len(results.parts)] in ("models", "activations", "sae", "scores")]
-    before = {p: p.stat().st_mtime_ns for p in old_cells}
+    jobs = [(job["rule"], job["wildcards"]) for job in planned_jobs(plan.stdout) if "step" in job["wildcards"]]
+    trained = sorted((wc["model"], wc["step"], wc["layers"]) for rule, wc in jobs if rule == "train_saes")
+    # step 3: every layer of both models; steps 0 and 6: tiny-b's new layer 1 alone
+    assert trained == [("tiny-a", "3", "0-1"), ("tiny-b", "0", "1"), ("tiny-b", "3", "0-1-2"), ("tiny-b", "6", "1")]
+    assert sorted((wc["model"], wc["step"]) for rule, wc in jobs if rule == "toy_model") == [
+        ("tiny-a", "3"),
+        ("tiny-b", "3"),
+    ]
+    # the score files of the checkpoints that gained a layer are rewritten (scoring is per checkpoint)
+    assert sorted((wc["model"], wc["step"]) for rule, wc in jobs if rule == "score") == [
+        ("tiny-a", "3"),
+        ("tiny-b", "0"),
+        ("tiny-b", "3"),
+        ("tiny-b", "6"),
+    ]
+    old = _cell_files(results)
+    before = {path: path.stat().st_mtime_ns for path in old}
+    untouched_scores = {
+        p: Path(p).stat().st_mtime_ns for p in (layout.score_path(results, "tiny-a", s) for s in (0, 6))
+    }
     run = snakemake("--cores", "2", *args)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert {p: p.stat().st_mtime_ns for p in old_cells} == before
-    assert open_cube(results / "cube.nc")["step"].values.tolist() == [0, 3, 6]
-    assert (results / "scores/tiny-b/step3/layer2.nc").exists()
-    assert (results / "scores/tiny-b/step0/layer1.nc").exists()
+    assert {path: path.stat().st_mtime_ns for path in old} == before
+    assert {p: Path(p).stat().st_mtime_ns for p in untouched_scores} == untouched_scores
+    cube = open_cube(layout.cube_path(results))
+    assert cube["step"].values.tolist() == [0, 3, 6] and cube.attrs["n_cells"] == 2 * 3 + 3 * 3
+    assert layout.trained_groups(results, "tiny-b", 0) == [[0, 2], [1]]
+    assert cube["score"].sel(model="tiny-b", layer=1).notnull().all()
+
+
+def test_reactivation_table_end_to_end(micro_run, tmp_path):
+    """A dip planted in the cube (tiny-b has three studied layers after the extension) is found by the tables job."""
+    results, _, _ = micro_run
+    cube = open_cube(layout.cube_path(results))
+    assert cube["score"].sel(model="tiny-b", layer=1).notnull().all(), "runs after the extension test"
+    cell = {"model": "tiny-b", "step": 6, "category": "animals"}
+    cube["score"].loc[cell] = [0.95, 0.2, 0.9]
+    cube["null"].loc[cell] = [0.1, 0.1, 0.1]
+    cube["variance_explained"].loc[{"model": "tiny-b", "step": 6}] = 0.9
+    planted = tmp_path / "cube.nc"
+    write_cube(cube, planted)
+    settings = {
+        "tau": 0.8,
+        "margin": 0.2,
+        "tau_low": 0.6,
+        "persistence": 1,
+        "min_variance_explained": 0.5,
+        "depth_bins": 3,
+        "return_cosine": 0.5,
+        "allow_duplicate_checkpoints": False,
+    }
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "featurebirth",
+            "tables",
+            "--cube",
+            str(planted),
+            "--settings",
+            json.dumps(settings),
+            "--out-dir",
+            layout.tables_dir(tmp_path),
+            "--analysis",
+            str(tmp_path / "analysis.nc"),
+        ],
+        capture_output=True,
+        text=True,
+        env=JOB_ENV,
+        timeout=300,
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
+    events = pd.read_csv(layout.table_path(tmp_path, "reactivation"), sep="\t", comment="#")
+    mine = events[(events["model"] == "tiny-b") & (events["step"] == 6) & (events["category"] == "animals")]
+    assert mine[["l1", "l2", "l3"]].values.tolist() == [[0, 1, 2]]
+    row = mine.iloc[0]
+    assert (row["score_l1"], row["score_l2"], row["score_l3"]) == pytest.approx((0.95, 0.2, 0.9))
+    cosine = float(cube["direction_cosine"].sel(cell).sel(layer=2, other_layer=0))
+    assert row["cosine_l3_l1"] == pytest.approx(cosine, abs=1e-4)
+    assert row["feature_verdict"] == ("returns" if cosine >= 0.5 else "new")
+    assert np.isfinite(events[["score_l1", "score_l2", "score_l3"]].values).all()

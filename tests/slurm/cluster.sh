@@ -5,7 +5,7 @@
 # The config goes to /etc/slurm/slurm.conf, the one place every client finds it: Snakemake's
 # job-step executor strips SLURM_* variables (SLURM_CONF too) before its inner `srun`. An
 # existing /etc/slurm/slurm.conf that this script did not write is never touched: start fails.
-# Needs the Debian packages slurm-wlm and munge (scripts/setup_slurm.sh, run by scripts/test.sh).
+# Needs the Debian packages slurm-wlm and munge (scripts/setup_slurm.sh, run by the slurm_cluster test fixture).
 set -euo pipefail
 
 action=${1:?usage: cluster.sh start|stop DIR}

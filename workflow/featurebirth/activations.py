@@ -1,13 +1,12 @@
-"""Cache residual-stream activations: one forward pass per batch writes every requested layer.
+"""Residual-stream activations: one forward pass per batch captures every requested layer.
 
 "Residual stream after block L" is the output of block L, taken with a forward hook on
 the block (not `hidden_states`, whose last entry has the final LayerNorm applied).
-Caches are float16 HDF5, chunked by token, with the metadata needed to read them back.
+Activations stay in memory: SAE jobs train from them and score jobs evaluate on them.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -15,14 +14,11 @@ from typing import Iterator
 import h5py
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from .corpus import read_probes
-from .io import atomic_path
-from .layout import PROBE_DATASET, layer_dataset
-from .models import blocks, checkpoint_metadata, forward_dtype, load_model, load_tokenizer
+from .corpus import ProbeItem
+from .models import blocks, load_tokenizer
 
-STORAGE_DTYPE = np.float16
+STORAGE_DTYPE = torch.float16
 
 
 @contextmanager
@@ -44,74 +40,50 @@ def capture_blocks(model: torch.nn.Module, layers: list[int]) -> Iterator[dict[i
             handle.remove()
 
 
-def _metadata(model: str, step: int, d_model: int, n_tokens: int) -> dict:
-    return {"model": model, "step": step, "d_model": d_model, "n_tokens": n_tokens, "dtype": "float16"}
+def token_rows(source: Path, checkpoint: Path, split: str, max_tokens: int, seq_len: int) -> torch.Tensor:
+    """[rows, seq_len] token ids, at most `max_tokens`: a split of the toy token file, or text tokenised here.
 
-
-def cache_training_activations(
-    model_dir: Path,
-    tokens: Path,
-    layers: list[int],
-    out_path: Path,
-    *,
-    model_name: str,
-    step: int,
-    batch_size: int,
-    max_tokens: int,
-    device: torch.device,
-    gpu_dtype: str = "float16",
-    split: str = "sae",
-    seq_len: int = 64,
-) -> int:
-    """Write block outputs for up to `max_tokens` tokens, one dataset per layer; return the token count.
-
-    `tokens` is the corpus's token file (toy models: the `split` rows) or its text (hub models: tokenised
-    here with the checkpoint's own tokenizer and cut into rows of `seq_len`).
+    Toy models read their split of the corpus's token file (tokens.h5); hub models tokenise the split's
+    text with the checkpoint's own tokenizer and cut it into rows of `seq_len`.
     """
-    model = load_model(model_dir, device, forward_dtype(device, gpu_dtype))
-    ids = training_ids(tokens, model_dir, max_tokens, split, seq_len)
-    seq_len = ids.shape[1]
-    d_model, n_tokens = model.config.hidden_size, ids.numel()
-    chunk_rows = min(n_tokens, max(1, 2**20 // (2 * d_model)))
-    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as handle:
-        handle.attrs.update({**_metadata(model_name, step, d_model, n_tokens), "layers": layers, "seq_len": seq_len})
-        datasets = {}
-        for layer in layers:
-            datasets[layer] = handle.create_dataset(
-                layer_dataset(layer), (n_tokens, d_model), STORAGE_DTYPE, chunks=(chunk_rows, d_model)
-            )
-            datasets[layer].attrs.update({**_metadata(model_name, step, d_model, n_tokens), "layer": layer})
-        # one writer thread converts and writes batch i while the model runs batch i + 1
-        with capture_blocks(model, layers) as captured, torch.inference_mode(), ThreadPoolExecutor(1) as writer:
-            pending = None
-            for start in tqdm(range(0, len(ids), batch_size), desc=f"cache {model_name} step {step}", mininterval=2):
-                batch = ids[start : start + batch_size].to(device)
-                model.gpt_neox(input_ids=batch)
-                outputs = {layer: captured[layer].reshape(-1, d_model) for layer in layers}
-                if pending is not None:
-                    pending.result()
-                pending = writer.submit(_write_rows, datasets, outputs, start * seq_len)
-            if pending is not None:
-                pending.result()
-    return n_tokens
-
-
-def training_ids(tokens: Path, model_dir: Path, max_tokens: int, split: str, seq_len: int) -> torch.Tensor:
-    """[rows, seq_len] token ids: from the HDF5 token file, or the text tokenised by the checkpoint's tokenizer."""
-    if Path(tokens).suffix == ".h5":
-        with h5py.File(tokens, "r") as handle:
-            width = handle[split].shape[1]
-            return torch.from_numpy(handle[split][: max(1, max_tokens // width)].astype(np.int64))
-    flat = load_tokenizer(model_dir)(Path(tokens).read_text())["input_ids"][:max_tokens]
-    rows = len(flat) // seq_len
-    if rows == 0:
-        raise ValueError(f"{tokens} has {len(flat)} tokens, fewer than one row of {seq_len}")
+    if Path(source).suffix == ".h5":
+        with h5py.File(source, "r") as handle:
+            rows = _whole_rows(max_tokens, handle[split].shape[1], source)
+            return torch.from_numpy(handle[split][:rows].astype(np.int64))
+    rows = _whole_rows(max_tokens, seq_len, source)
+    flat = load_tokenizer(checkpoint)(Path(source).read_text())["input_ids"]
+    if len(flat) < seq_len:
+        raise ValueError(f"{source} has {len(flat)} tokens, fewer than one row of {seq_len}")
+    rows = min(rows, len(flat) // seq_len)
     return torch.tensor(flat[: rows * seq_len], dtype=torch.int64).reshape(rows, seq_len)
 
 
-def _write_rows(datasets: dict[int, h5py.Dataset], outputs: dict[int, torch.Tensor], first_row: int) -> None:
-    for layer, values in outputs.items():
-        datasets[layer][first_row : first_row + len(values)] = values.to(torch.float16).cpu().numpy()
+def _whole_rows(max_tokens: int, width: int, source: Path) -> int:
+    """How many rows of `width` tokens fit in `max_tokens`; at least one, or a named error."""
+    if max_tokens < width:
+        raise ValueError(f"a budget of {max_tokens} tokens is less than one row of {width} tokens of {source}")
+    return max_tokens // width
+
+
+@torch.inference_mode()
+def layer_activations(
+    model: torch.nn.Module, ids: torch.Tensor, layers: list[int], batch_size: int
+) -> dict[int, torch.Tensor]:
+    """Every requested block's output for every token of `ids`, one forward pass per batch.
+
+    Held in host memory as float16 [tokens, d_model] per layer (what the caches used to store on disk).
+    """
+    device = next(model.parameters()).device
+    d_model = model.config.hidden_size
+    out = {layer: torch.empty((ids.numel(), d_model), dtype=STORAGE_DTYPE) for layer in layers}
+    width = ids.shape[1]
+    with capture_blocks(model, layers) as captured:
+        for start in range(0, len(ids), batch_size):
+            model.gpt_neox(input_ids=ids[start : start + batch_size].to(device))
+            rows = slice(start * width, (start + len(captured[layers[0]])) * width)
+            for layer in layers:
+                out[layer][rows] = captured[layer].reshape(-1, d_model).to(STORAGE_DTYPE).cpu()
+    return out
 
 
 def target_token_index(offsets: list[tuple[int, int]], start: int, end: int) -> int:
@@ -122,28 +94,17 @@ def target_token_index(offsets: list[tuple[int, int]], start: int, end: int) -> 
     return overlapping[-1]
 
 
-def cache_probe_activations(
-    model_dir: Path,
-    probes: Path,
-    out_path: Path,
-    *,
-    model_name: str,
-    step: int,
-    batch_size: int,
-    device: torch.device,
-    gpu_dtype: str = "float16",
-) -> int:
-    """Block outputs of every layer at each probe item's target token, in one file; return the item count."""
-    model = load_model(model_dir, device, forward_dtype(device, gpu_dtype))
-    tokenizer = load_tokenizer(model_dir)
-    items = read_probes(probes)
+@torch.inference_mode()
+def probe_activations(model: torch.nn.Module, tokenizer, items: list[ProbeItem], batch_size: int) -> np.ndarray:
+    """Every block's output at each probe item's target token: [n_layers, n_items, d_model] float32."""
+    device = next(model.parameters()).device
     encoded = [tokenizer(item.text, return_offsets_mapping=True) for item in items]
     targets = [target_token_index(e["offset_mapping"], i.target_start, i.target_end) for e, i in zip(encoded, items)]
     n_layers, d_model = model.config.num_hidden_layers, model.config.hidden_size
     layers = list(range(n_layers))
-    out = np.zeros((n_layers, len(items), d_model), dtype=STORAGE_DTYPE)
+    out = np.zeros((n_layers, len(items), d_model), dtype=np.float32)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with capture_blocks(model, layers) as captured, torch.inference_mode():
+    with capture_blocks(model, layers) as captured:
         for start in range(0, len(items), batch_size):
             chunk = [e["input_ids"] for e in encoded[start : start + batch_size]]
             width = max(len(ids) for ids in chunk)
@@ -154,19 +115,4 @@ def cache_probe_activations(
             index = torch.tensor(targets[start : start + batch_size], device=device)
             for layer in layers:
                 out[layer, start : start + len(chunk)] = captured[layer][rows, index].float().cpu().numpy()
-    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as handle:
-        handle.attrs.update(
-            {**_metadata(model_name, step, d_model, len(items)), **checkpoint_metadata(model, model_dir)}
-        )
-        handle.create_dataset(PROBE_DATASET, data=out, chunks=(1, len(items), d_model))
-        handle.create_dataset("category", data=np.array([i.category for i in items], dtype="S"))
-        handle.create_dataset("word", data=np.array([i.word for i in items], dtype="S"))
-        handle.create_dataset("token_id", data=np.array([e["input_ids"][t] for e, t in zip(encoded, targets)]))
-    return len(items)
-
-
-def read_layer_cache(path: Path, layer: int) -> tuple[np.ndarray, dict]:
-    """One layer of a training cache as (float16 array [tokens, d_model], metadata)."""
-    with h5py.File(path, "r") as handle:
-        dataset = handle[layer_dataset(layer)]
-        return dataset[:], dict(dataset.attrs)
+    return out

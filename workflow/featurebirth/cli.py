@@ -1,4 +1,9 @@
-"""Command-line entry points: one subcommand per workflow stage, called by the Snakemake rules."""
+"""Command-line entry points: one subcommand per workflow stage, called by the Snakemake rules.
+
+Each stage takes its settings as one JSON object (`--settings`), built from the validated config
+by one function in `featurebirth.config`; defaults live in the config schema only. Paths come
+from the rule (its inputs and outputs, themselves from `featurebirth.layout`).
+"""
 
 from __future__ import annotations
 
@@ -8,140 +13,137 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from .config import grid
+from .layout import analysis_path, parse_layer_group, results_of
 
 log = logging.getLogger("featurebirth")
 
 
-def _spec(text: str) -> dict:
+def _json(text: str) -> dict:
     return json.loads(text)
-
-
-def _layer_list(text: str) -> list[int]:
-    """'0-1-2' (the cache's file-name form) -> [0, 1, 2]."""
-    return [int(part) for part in text.split("-")]
 
 
 def cmd_corpus(args: argparse.Namespace) -> None:
     from .corpus import build_corpus
 
-    spec = args.spec
-    build_corpus(spec["corpus"], spec["probes"], args.out)
+    build_corpus(args.settings["corpus"], args.settings["probes"], args.out_dir)
 
 
 def cmd_train_model(args: argparse.Namespace) -> None:
     from .toy_models import train_checkpoint
 
-    spec = {**args.spec, "name": args.model}
+    spec = {**args.settings, "name": args.model}
     metadata = train_checkpoint(spec, args.step, args.tokens, args.tokenizer, args.out)
-    log.info("trained %s to step %d: %s", args.model, args.step, {k: v for k, v in metadata.items() if k != "train_loss_curve"})
-
-
-def cmd_cache_train(args: argparse.Namespace) -> None:
-    from .activations import cache_training_activations
-    from .models import resolve_device
-
-    n_tokens = cache_training_activations(
-        args.model_dir, args.tokens, args.layers, args.out,
-        model_name=args.model, step=args.step, batch_size=args.batch_size,
-        max_tokens=args.max_tokens, device=resolve_device(args.device), gpu_dtype=args.gpu_dtype,
-        seq_len=args.seq_len,
+    log.info(
+        "trained %s to step %d: %s",
+        args.model,
+        args.step,
+        {k: v for k, v in metadata.items() if k != "train_loss_curve"},
     )
-    log.info("cached %d tokens x %d layers for %s step %d", n_tokens, len(args.layers), args.model, args.step)
-
-
-def cmd_cache_probes(args: argparse.Namespace) -> None:
-    from .activations import cache_probe_activations
-    from .models import resolve_device
-
-    n_items = cache_probe_activations(
-        args.model_dir, args.probes, args.out, model_name=args.model, step=args.step,
-        batch_size=args.batch_size, device=resolve_device(args.device), gpu_dtype=args.gpu_dtype,
-    )
-    log.info("cached %d probe items for %s step %d", n_items, args.model, args.step)
-
-
-def cmd_sae(args: argparse.Namespace) -> None:
-    from .models import resolve_device
-    from .sae import train_sae
-
-    cell = f"{args.model}/step{args.step}/layer{args.layer}"
-    metrics = train_sae(
-        args.cache, args.settings, args.out, model=args.model, layer=args.layer, cell=cell,
-        device=resolve_device(args.device),
-    )
-    log.info("trained SAE %s: %s", cell, metrics)
 
 
 def cmd_prefetch(args: argparse.Namespace) -> None:
     from .hub import prefetch
 
-    pointer = prefetch(args.spec, args.step, args.cache_dir, args.out, offline=args.offline)
+    hub = args.settings["hub"]
+    pointer = prefetch(args.settings["model"], args.step, hub["cache_dir"], args.out, offline=hub["offline_prefetch"])
     log.info("%s %s is in %s", pointer["repo"], pointer["revision"], pointer["snapshot"])
 
 
-def cmd_score(args: argparse.Namespace) -> None:
-    from .score import score_cell
+def cmd_train_saes(args: argparse.Namespace) -> None:
+    from .sae import train_layer_group
 
-    scores = score_cell(
-        args.probes, args.sae_dir, args.out, model=args.model, step=args.step, layer=args.layer,
-        categories=args.categories, settings=args.settings,
+    manifest = train_layer_group(
+        args.checkpoint, args.tokens, args.settings, args.manifest, model=args.model, step=args.step
     )
-    log.info("scored %s/step%d/layer%d: %s", args.model, args.step, args.layer,
-             dict(zip(args.categories, scores["score"].values.round(3))))
+    log.info("trained the SAEs of %s step %d, layers %s", args.model, args.step, manifest["layers"])
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from .score import score_step
+
+    scores = score_step(
+        args.checkpoint,
+        args.probes,
+        args.eval_tokens,
+        args.saes,
+        args.layers,
+        args.settings,
+        args.out,
+        model=args.model,
+        step=args.step,
+    )
+    for layer in scores["layer"].values:
+        cell = scores.sel(layer=layer)
+        log.info(
+            "%s step %d layer %d: variance explained %.3f, scores %s",
+            args.model,
+            args.step,
+            layer,
+            float(cell["variance_explained"]),
+            dict(zip(args.settings["categories"], cell["score"].values.round(3))),
+        )
 
 
 def cmd_cube(args: argparse.Namespace) -> None:
-    from .cube import build_cube, read_cells, write_cube
-    from .layout import score_path
+    from .cube import build_cube, read_scores, write_cube
 
-    config = args.config
-    paths = [score_path(config["results"], m, s, layer) for m, s, layer in grid(config)]
-    cells = read_cells(paths)
-    frequency = {c: spec["frequency"] for c, spec in config["corpus"]["categories"].items()}
-    cube = build_cube(cells, args.order["models"], config["steps"], args.order["categories"], frequency, config)
+    cube = build_cube(read_scores(args.scores), args.settings)
     write_cube(cube, args.out)
-    log.info("cube of %d cells written to %s", len(cells), args.out)
+    log.info("cube of %d cells written to %s", cube.attrs["n_cells"], args.out)
 
 
 def cmd_tables(args: argparse.Namespace) -> None:
+    from .analysis import analyse, write_analysis
     from .cube import open_cube
     from .tables import write_tables
 
-    summary = write_tables(open_cube(args.cube), args.settings, args.out_dir)
-    log.info("tables written to %s; %s", args.out_dir, {k: v for k, v in summary.items() if k != "categories"})
+    cube = open_cube(args.cube)
+    analysis = analyse(cube, args.settings)
+    write_analysis(analysis, args.analysis)
+    write_tables(cube, analysis, args.out_dir)
+    log.info("analysis written to %s, tables beside it", args.analysis)
 
 
 def cmd_figure(args: argparse.Namespace) -> None:
     from . import figures
-    from .cube import cube_config, open_cube
+    from .analysis import read_analysis
+    from .cube import open_cube
 
-    cube = open_cube(args.cube)
-    config = cube_config(cube)
-    settings, dpi = config["analysis"], config["figures"]["dpi"]
-    steps = figures.shown_steps([int(s) for s in cube["step"].values], config["figures"]["steps"])
+    cube, analysis, dpi = open_cube(args.cube), read_analysis(args.analysis), args.settings["dpi"]
+    steps = figures.shown_steps([int(s) for s in cube["step"].values], args.settings["steps"])
     if args.kind == "heatmaps":
         if args.model not in cube["model"].values:
             raise SystemExit(f"figure heatmaps: --model {args.model!r} is not in the cube {list(cube['model'].values)}")
-        figures.heatmaps(cube, args.model, settings, args.out, dpi)
+        figures.heatmaps(cube, analysis, args.model, args.out, dpi)
     elif args.kind == "emergence":
-        figures.emergence_curves(cube, settings, args.out, dpi)
+        figures.emergence_curves(cube, analysis, args.out, dpi)
     elif args.kind == "scale":
-        figures.scale(cube, settings, steps, args.out, dpi)
+        figures.scale(cube, analysis, steps, args.out, dpi)
     else:
-        figures.reactivation(cube, settings, steps, args.out, dpi)
+        figures.reactivation(cube, analysis, steps, args.out, dpi)
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
-    from .cube import cube_config, open_cube
+    from .analysis import analyse, read_analysis
+    from .cube import open_cube
     from .summary import print_summary
 
     cube = open_cube(args.cube)
-    settings = {**cube_config(cube)["analysis"], **{k: v for k, v in vars(args).items() if k in OVERRIDES and v is not None}}
-    print_summary(cube, settings)
+    analysis = read_analysis(args.analysis or analysis_path(results_of(args.cube)))
+    overrides = {name: value for name, value in vars(args).items() if name in OVERRIDES and value is not None}
+    if overrides:
+        analysis = analyse(cube, {**analysis.settings, **overrides})
+    print_summary(cube, analysis)
 
 
-OVERRIDES = ("tau", "margin", "tau_low", "persistence", "min_variance_explained", "return_cosine")
+OVERRIDES = {
+    "tau": float,
+    "margin": float,
+    "tau_low": float,
+    "persistence": int,
+    "min_variance_explained": float,
+    "return_cosine": float,
+}
 
 
 def _cell_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,9 +151,8 @@ def _cell_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--step", type=int, required=True, help="training step of the checkpoint")
 
 
-def _device_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--gpu-dtype", default="float16", choices=["float16", "bfloat16"])
+def _settings_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--settings", type=_json, required=True, help=f"JSON: {what} (featurebirth.config)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,80 +167,71 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     p = add("corpus", cmd_corpus, "generate the planted corpus, tokenizer and probe set")
-    p.add_argument("--spec", type=_spec, required=True, help="JSON with the corpus and probes config sections")
-    p.add_argument("--out", type=Path, required=True)
+    _settings_argument(p, "corpus_settings")
+    p.add_argument("--out-dir", type=Path, required=True, help="the corpus folder")
 
     p = add("train-model", cmd_train_model, "train a toy GPT-NeoX to one step and save it")
     _cell_arguments(p)
-    p.add_argument("--spec", type=_spec, required=True, help="JSON model spec (size and training recipe)")
+    _settings_argument(p, "model_spec")
     p.add_argument("--tokens", type=Path, required=True)
     p.add_argument("--tokenizer", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
 
-    p = add("cache-train", cmd_cache_train, "cache SAE-training activations of every requested layer")
-    _cell_arguments(p)
-    _device_arguments(p)
-    p.add_argument("--model-dir", type=Path, required=True)
-    p.add_argument("--tokens", type=Path, required=True, help="corpus tokens.h5 (toy) or sae.txt (hub)")
-    p.add_argument("--seq-len", type=int, default=64, help="row length when --tokens is text")
-    p.add_argument("--layers", type=_layer_list, required=True, help="layers to cache, e.g. 0-1-2")
-    p.add_argument("--out", type=Path, required=True, help="HDF5 cache, one dataset per layer")
-    p.add_argument("--batch-size", type=int, required=True)
-    p.add_argument("--max-tokens", type=int, required=True)
-
-    p = add("cache-probes", cmd_cache_probes, "cache every layer's activation at each probe target")
-    _cell_arguments(p)
-    _device_arguments(p)
-    p.add_argument("--model-dir", type=Path, required=True)
-    p.add_argument("--probes", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--batch-size", type=int, required=True)
-
-    p = add("sae", cmd_sae, "train one cell's sparse autoencoder")
-    _cell_arguments(p)
-    _device_arguments(p)
-    p.add_argument("--layer", type=int, required=True)
-    p.add_argument("--settings", type=_spec, required=True, help="JSON SAE recipe for this model")
-    p.add_argument("--cache", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-
     p = add("prefetch", cmd_prefetch, "fetch one hub revision into the cache and write its pointer")
     _cell_arguments(p)
-    p.add_argument("--spec", type=_spec, required=True, help="JSON model spec (repo, revision pattern, tokens_per_step)")
-    p.add_argument("--cache-dir", type=Path, required=True)
-    p.add_argument("--offline", action="store_true", help="only look in the cache (HF_HUB_OFFLINE)")
+    _settings_argument(p, '{"model": model_spec, "hub": hub section}')
     p.add_argument("--out", type=Path, required=True)
 
-    p = add("score", cmd_score, "score one cell: category selectivity of its SAE features and the null")
+    p = add("train-saes", cmd_train_saes, "train the SAEs of a layer group from one forward pass")
     _cell_arguments(p)
-    p.add_argument("--layer", type=int, required=True)
-    p.add_argument("--probes", type=Path, required=True, help="the (model, step) probe activation cache")
-    p.add_argument("--sae-dir", type=Path, required=True)
-    p.add_argument("--categories", type=_spec, required=True, help="JSON list of categories, in cube order")
-    p.add_argument("--settings", type=_spec, required=True, help="JSON scoring section of the config")
+    _settings_argument(p, "sae_training_settings")
+    p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder or hub pointer")
+    p.add_argument(
+        "--tokens", type=Path, required=True, help="the corpus token ids (toy) or the SAE split's text (hub)"
+    )
+    p.add_argument("--manifest", type=Path, required=True, help="the group's manifest (names the layers; written last)")
+
+    p = add("score", cmd_score, "score every layer of one checkpoint and measure its SAEs' quality")
+    _cell_arguments(p)
+    _settings_argument(p, "scoring_settings")
+    p.add_argument("--layers", type=parse_layer_group, required=True, help="the studied layers, e.g. 0-1-2")
+    p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder or hub pointer")
+    p.add_argument("--probes", type=Path, required=True, help="the probe set (TSV)")
+    p.add_argument(
+        "--eval-tokens",
+        type=Path,
+        required=True,
+        help="the corpus token ids (toy) or the evaluation split's text (hub)",
+    )
+    p.add_argument("--saes", type=Path, nargs="+", required=True, help="the manifests of the SAE groups")
     p.add_argument("--out", type=Path, required=True)
 
-    p = add("cube", cmd_cube, "gather every scored cell into one netCDF cube")
-    p.add_argument("--config", type=_spec, required=True, help="JSON of the validated config")
-    p.add_argument("--order", type=_spec, required=True, help='JSON {"models": [...], "categories": [...]}: cube order')
+    p = add("cube", cmd_cube, "gather every scored checkpoint into one netCDF cube")
+    _settings_argument(p, "cube_settings")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("scores", type=Path, nargs="+", help="the (model, step) score files")
 
-    p = add("tables", cmd_tables, "emergence, emergence layer, scale and reactivation tables from the cube")
+    p = add("tables", cmd_tables, "the analysis of the cube, and its tables")
+    _settings_argument(p, "the analysis section of the config")
     p.add_argument("--cube", type=Path, required=True)
-    p.add_argument("--settings", type=_spec, required=True, help="JSON analysis section of the config")
-    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--out-dir", type=Path, required=True, help="the tables folder")
+    p.add_argument("--analysis", type=Path, required=True, help="where the analysis itself is written (netCDF)")
 
-    p = add("figure", cmd_figure, "one figure of the cube (settings are read from the cube's config)")
+    p = add("figure", cmd_figure, "one figure of the cube and its analysis")
     p.add_argument("kind", choices=["heatmaps", "emergence", "scale", "reactivation"])
+    _settings_argument(p, "the figures section of the config")
     p.add_argument("--cube", type=Path, required=True)
+    p.add_argument("--analysis", type=Path, required=True)
     p.add_argument("--model", help="the model (heatmaps)")
     p.add_argument("--out", type=Path, required=True)
 
     p = add("summary", cmd_summary, "print each category's emergence step, layer, scale threshold and reactivations")
-    p.add_argument("cube", type=Path, help="results/cube.nc")
-    for name in OVERRIDES:
-        p.add_argument(f"--{name.replace('_', '-')}", type=int if name == "persistence" else float,
-                       help=f"override analysis.{name} stored in the cube")
+    p.add_argument("cube", type=Path, help="the cube file")
+    p.add_argument(
+        "--analysis", type=Path, help="the analysis file (default: the one the workflow writes beside the cube)"
+    )
+    for name, kind in OVERRIDES.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"re-analyse with another analysis.{name}")
     return parser
 
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import jsonschema
 import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
-MODEL_SOURCES = ("toy", "hub")
-SAE_ARCHITECTURES = ("topk", "batchtopk", "relu")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 TOY_REQUIRED = ("d_model", "n_layers", "n_heads")
 HUB_REQUIRED = ("repo", "d_model", "n_layers")
@@ -33,6 +31,20 @@ class ConfigError(ValueError):
 def load_schema() -> dict:
     """The JSON schema (YAML) that defines every config key and its default."""
     return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _schema_enum(*path: str) -> tuple[str, ...]:
+    """The allowed values of an enumerated key, read from the schema (their one home); '*' is any model."""
+    node = load_schema()
+    for part in path:
+        node = node["additionalProperties"] if part == "*" else node["properties"][part]
+    return tuple(node["enum"])
+
+
+MODEL_SOURCES = _schema_enum("models", "*", "source")
+SAE_ARCHITECTURES = _schema_enum("sae", "architecture")
+DEVICES = _schema_enum("device")
+GPU_DTYPES = _schema_enum("activations", "gpu_dtype")
 
 
 def _validator_filling_defaults() -> type:
@@ -54,9 +66,35 @@ def _key(path: Iterator) -> str:
     return ".".join(str(part) for part in path) or "<root>"
 
 
+LEXICON_KEYS = ("categories", "neutral_prefixes", "filler_words")
+
+
+def _with_lexicon(config: dict) -> dict:
+    """The config with corpus.lexicon's file (categories, neutral prefixes, filler words) read into corpus."""
+    corpus = config.get("corpus")
+    if not isinstance(corpus, dict) or "lexicon" not in corpus:
+        return config
+    path = Path(corpus["lexicon"])
+    if not path.is_file():
+        raise ConfigError(
+            "corpus.lexicon", f"lexicon file '{path}' not found (relative paths start at the working directory)"
+        )
+    lexicon = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(lexicon) - set(LEXICON_KEYS))
+    if unknown:
+        raise ConfigError(
+            "corpus.lexicon", f"lexicon file '{path}' has unknown key(s) {unknown}; expected {list(LEXICON_KEYS)}"
+        )
+    both = sorted(set(lexicon) & set(corpus))
+    if both:
+        raise ConfigError(f"corpus.{both[0]}", f"given both in the config and in the lexicon file '{path}'")
+    corpus.update(lexicon)
+    return config
+
+
 def validate_config(raw: dict) -> dict:
     """Return a validated copy of `raw` with defaults filled in, or raise ConfigError."""
-    config = copy.deepcopy(raw)
+    config = _with_lexicon(copy.deepcopy(raw))
     validator = _validator_filling_defaults()(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -65,8 +103,13 @@ def validate_config(raw: dict) -> dict:
     _check_steps(config["steps"], "steps")
     _check_corpus(config["corpus"])
     _check_sae(config["sae"], "sae", d_model=None)
-    if config["sae"]["eval_tokens"] >= config["activations"]["max_tokens"]:
-        raise ConfigError("sae.eval_tokens", "must be smaller than activations.max_tokens")
+    eval_split = config["corpus"]["n_eval_sequences"] * config["corpus"]["seq_len"]
+    if config["evaluation"]["tokens"] > eval_split:
+        raise ConfigError(
+            "evaluation.tokens",
+            f"{config['evaluation']['tokens']} is more than the corpus's evaluation split holds "
+            f"(corpus.n_eval_sequences x corpus.seq_len = {eval_split})",
+        )
     for name, model in config["models"].items():
         _check_model(config, name, model)
     _check_analysis(config)
@@ -115,7 +158,9 @@ def _check_corpus(corpus: dict) -> None:
     for key, phrases in contexts.items():
         leaked = sorted({word for phrase in phrases for word in phrase.split() if word in seen})
         if leaked:
-            raise ConfigError(key, f"context phrases contain category word(s) {leaked}, which would blur the planted frequencies")
+            raise ConfigError(
+                key, f"context phrases contain category word(s) {leaked}, which would blur the planted frequencies"
+            )
     clash = sorted(set(corpus["filler_words"]) & set(seen))
     if clash:
         raise ConfigError("corpus.filler_words", f"filler words {clash} are also category words")
@@ -142,14 +187,14 @@ def _check_model(config: dict, name: str, model: dict) -> None:
     if not NAME_PATTERN.match(name):
         raise ConfigError(key, "model names use letters, digits, '.', '_' and '-' only")
     source = model["source"]
-    if source not in MODEL_SOURCES:
-        raise ConfigError(f"{key}.source", f"unknown model source '{source}' (expected one of {list(MODEL_SOURCES)})")
     required = TOY_REQUIRED if source == "toy" else HUB_REQUIRED
     missing = [field for field in required if field not in model]
     if missing:
         raise ConfigError(key, f"a {source} model needs {missing}")
     if source == "toy" and model["d_model"] % model["n_heads"]:
-        raise ConfigError(f"{key}.n_heads", f"d_model={model['d_model']} is not divisible by n_heads={model['n_heads']}")
+        raise ConfigError(
+            f"{key}.n_heads", f"d_model={model['d_model']} is not divisible by n_heads={model['n_heads']}"
+        )
     if model["layers"] != "all":
         _check_layers(model["layers"], model["n_layers"], f"{key}.layers")
     overrides = model.get("sae", {})
@@ -157,8 +202,9 @@ def _check_model(config: dict, name: str, model: dict) -> None:
     if unknown:
         raise ConfigError(f"{key}.sae", f"unknown SAE setting(s) {unknown}")
     merged = {**config["sae"], **overrides}
-    if merged["architecture"] not in SAE_ARCHITECTURES:
-        raise ConfigError(f"{key}.sae.architecture", f"unknown SAE architecture '{merged['architecture']}'")
+    errors = list(jsonschema.Draft202012Validator(load_schema()["properties"]["sae"]).iter_errors(merged))
+    if errors:
+        raise ConfigError(_key([f"{key}.sae", *errors[0].absolute_path]), errors[0].message)
     _check_sae(merged, f"{key}.sae" if overrides else "sae", model["d_model"])
 
 
@@ -181,12 +227,77 @@ def sae_settings(config: dict, model: str) -> dict:
     return {**config["sae"], **config["models"][model].get("sae", {})}
 
 
+def layer_groups(config: dict, model: str, layers: list[int]) -> list[list[int]]:
+    """`layers` cut into the groups that one SAE job each trains (sae.layers_per_job, 'all' = one job)."""
+    size = sae_settings(config, model)["layers_per_job"]
+    size = len(layers) if size == "all" else size
+    return [layers[i : i + size] for i in range(0, len(layers), max(size, 1))]
+
+
 def model_spec(config: dict, model: str) -> dict:
     """What defines a model's checkpoints (architecture, source, training recipe)."""
     spec = {key: value for key, value in config["models"][model].items() if key not in ("layers", "sae", "resources")}
     if spec["source"] == "toy":
         spec["training"] = config["toy_training"]
     return spec
+
+
+def runtime_settings(config: dict) -> dict:
+    """Where and how a compute stage runs its forward passes."""
+    return {
+        "device": config["device"],
+        "gpu_dtype": config["activations"]["gpu_dtype"],
+        "forward_batch_size": config["activations"]["batch_size"],
+    }
+
+
+def corpus_settings(config: dict) -> dict:
+    """Everything the corpus stage reads: the lexicon's content, not its file name (moving it reruns nothing)."""
+    corpus = {key: value for key, value in config["corpus"].items() if key != "lexicon"}
+    return {"corpus": corpus, "probes": config["probes"]}
+
+
+def sae_training_settings(config: dict, model: str) -> dict:
+    """Everything an SAE job of `model` reads: its recipe and the training tokens, never evaluation or scoring.
+
+    The layer-group size is left out: it shapes jobs, not SAEs, so changing it retrains nothing.
+    """
+    recipe = {key: value for key, value in sae_settings(config, model).items() if key != "layers_per_job"}
+    tokens = {"max_tokens": config["activations"]["max_tokens"], "seq_len": config["corpus"]["seq_len"]}
+    return {**runtime_settings(config), "sae": recipe, "tokens": tokens}
+
+
+def categories(config: dict) -> list[str]:
+    """The categories in config order (the cube's order)."""
+    return list(config["corpus"]["categories"])
+
+
+def scoring_settings(config: dict) -> dict:
+    """Everything a score job reads: SAE evaluation, category scoring and the categories."""
+    return {
+        **runtime_settings(config),
+        "evaluation": {**config["evaluation"], "seq_len": config["corpus"]["seq_len"]},
+        "scoring": config["scoring"],
+        "categories": categories(config),
+    }
+
+
+PRESENTATION_KEYS = ("results", "analysis", "figures")
+
+
+def cube_settings(config: dict) -> dict:
+    """What the cube is built from: order, steps, planted frequencies, and the config as provenance.
+
+    Analysis and figure settings are left out, so changing a threshold or a figure never rebuilds the cube.
+    """
+    provenance = {key: value for key, value in config.items() if key not in PRESENTATION_KEYS}
+    return {
+        "models": list(config["models"]),
+        "steps": config["steps"],
+        "categories": categories(config),
+        "planted_frequency": {name: spec["planted_frequency"] for name, spec in config["corpus"]["categories"].items()},
+        "provenance": provenance,
+    }
 
 
 def grid(config: dict) -> list[tuple[str, int, int]]:

@@ -18,7 +18,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from .io import atomic_dir, atomic_path
-from .layout import CONTROL
+from .layout import CONTROL, in_corpus
 
 EOS = "<|endoftext|>"
 UNK = "[UNK]"
@@ -56,8 +56,8 @@ def _filler_sentence(rng: np.random.Generator, corpus: dict) -> list[str]:
 
 
 def planted_probabilities(corpus: dict) -> dict[str, float]:
-    """Probability that a category sentence is of each category (the planted frequencies)."""
-    weights = {name: spec["frequency"] for name, spec in corpus["categories"].items()}
+    """Probability that a category sentence is of each category: the planted frequencies, normalised."""
+    weights = {name: spec["planted_frequency"] for name, spec in corpus["categories"].items()}
     total = sum(weights.values())
     return {name: weight / total for name, weight in weights.items()}
 
@@ -97,19 +97,13 @@ def build_tokenizer(vocab: list[str]) -> PreTrainedTokenizerFast:
     """A word-level tokenizer: every lexicon word is exactly one token."""
     backend = Tokenizer(models.WordLevel({word: i for i, word in enumerate(vocab)}, unk_token=UNK))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token=UNK, eos_token=EOS, bos_token=EOS, pad_token=EOS
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token=UNK, eos_token=EOS, bos_token=EOS, pad_token=EOS)
 
 
 def probe_items(corpus: dict, probes: dict) -> list[ProbeItem]:
     """Every category word in every held-out template, then seeded filler controls."""
     rng = np.random.default_rng(probes["seed"])
-    pairs = [
-        (category, word)
-        for category, spec in corpus["categories"].items()
-        for word in spec["words"]
-    ]
+    pairs = [(category, word) for category, spec in corpus["categories"].items() for word in spec["words"]]
     items: list[ProbeItem] = []
     for template_id, template in enumerate(probes["templates"]):
         for category, word in pairs:
@@ -149,32 +143,33 @@ def write_tokens(splits: dict[str, np.ndarray], vocab_size: int, path: Path) -> 
     with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True) as handle:
         handle.attrs["vocab_size"] = vocab_size
         for name, ids in splits.items():
-            handle.create_dataset(
-                name, data=ids, chunks=(min(256, len(ids)), ids.shape[1]), track_times=False
-            )
+            handle.create_dataset(name, data=ids, chunks=(min(256, len(ids)), ids.shape[1]), track_times=False)
 
 
-def build_corpus(corpus: dict, probes: dict, out_dir: Path) -> None:
-    """Write train/SAE text, token ids, the tokenizer, the probe set and a lexicon summary."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+SPLITS = {"train": "n_train_sequences", "sae": "n_sae_sequences", "eval": "n_eval_sequences"}
+SPLIT_TEXT = {"train": "train_text", "sae": "sae_text", "eval": "eval_text"}
+
+
+def build_corpus(corpus: dict, probes: dict, folder: Path) -> None:
+    """Write the train / SAE / evaluation splits (text and token ids), the tokenizer, the probes and the lexicon.
+
+    The splits are generated from different seeds: the models train on `train`, SAEs on `sae`, and SAE
+    quality is measured on `eval`, which neither sees.
+    """
     tokenizer = build_tokenizer(vocabulary(corpus, probes))
-    splits = {
-        "train": generate_sequences(corpus, corpus["n_train_sequences"], corpus["seed"]),
-        "sae": generate_sequences(corpus, corpus["n_sae_sequences"], corpus["seed"] + 1),
-    }
     ids = {}
-    for name, sequences in splits.items():
-        with atomic_path(out_dir / f"{name}.txt") as tmp:
+    for offset, (split, size_key) in enumerate(SPLITS.items()):
+        sequences = generate_sequences(corpus, corpus[size_key], corpus["seed"] + offset)
+        with atomic_path(in_corpus(folder, SPLIT_TEXT[split])) as tmp:
             tmp.write_text("".join(" ".join(words) + "\n" for words in sequences))
-        ids[name] = np.array([tokenizer.convert_tokens_to_ids(words) for words in sequences], dtype=np.int32)
-    write_tokens(ids, len(tokenizer), out_dir / "tokens.h5")
-    with atomic_dir(out_dir / "tokenizer") as tmp:
+        ids[split] = np.array([tokenizer.convert_tokens_to_ids(words) for words in sequences], dtype=np.int32)
+    write_tokens(ids, len(tokenizer), Path(in_corpus(folder, "tokens")))
+    with atomic_dir(in_corpus(folder, "tokenizer")) as tmp:
         tokenizer.save_pretrained(tmp)
-    write_probes(probe_items(corpus, probes), out_dir / "probes.tsv")
+    write_probes(probe_items(corpus, probes), Path(in_corpus(folder, "probes")))
     lexicon = {
-        name: {"planted_probability": planted_probabilities(corpus)[name], "words": spec["words"]}
+        name: {"planted_frequency": spec["planted_frequency"], "words": spec["words"]}
         for name, spec in corpus["categories"].items()
     }
-    with atomic_path(out_dir / "lexicon.json") as tmp:
+    with atomic_path(in_corpus(folder, "lexicon")) as tmp:
         tmp.write_text(json.dumps(lexicon, indent=2) + "\n")

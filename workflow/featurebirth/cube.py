@@ -1,6 +1,8 @@
 """Gather every scored cell into one xarray cube: model x step x layer x category.
 
-Cells a model does not have (layers beyond its depth, layers not studied) are NaN. Beside the
+Cells a model does not have (layers beyond its depth, layers not studied) are NaN. The config that
+made it is kept in the attributes as provenance only: the analysis takes its settings from the
+workflow, never from there. Beside the
 scores the cube keeps, per (model, step, category), the cosine between the best features'
 decoder directions of every pair of layers, so reactivation can be judged from the cube alone.
 """
@@ -27,7 +29,7 @@ DESCRIPTIONS = {
     "precision": "P(c | best feature fires)",
     "recall": "P(best feature fires | c)",
     "best_feature": f"id of the best feature in the cell's SAE ({MISSING_FEATURE} where no cell)",
-    "variance_explained": "SAE fraction of variance explained on held-out activations",
+    "variance_explained": "SAE fraction of variance explained on held-out activations (evaluation split)",
     "l0": "SAE mean active features per token",
     "dead_fraction": "fraction of SAE features that never fired on held-out activations",
     "direction_cosine": "cosine of the best features' decoder directions at layer and other_layer",
@@ -35,19 +37,19 @@ DESCRIPTIONS = {
 }
 
 
-def read_cells(paths: Iterable[Path]) -> list[xr.Dataset]:
-    """Every cell's score file, loaded into memory (the files are small)."""
-    cells = []
+def read_scores(paths: Iterable[Path]) -> list[xr.Dataset]:
+    """Every (model, step) score file, loaded into memory (the files are small)."""
+    scored = []
     for path in paths:
-        with xr.open_dataset(path, engine="h5netcdf") as cell:
-            cells.append(cell.load())
-    return cells
+        with xr.open_dataset(path, engine="h5netcdf") as step:
+            scored.append(step.load())
+    return scored
 
 
-def _model_table(cells: list[xr.Dataset], models: list[str]) -> dict[str, dict]:
+def _model_table(scored: list[xr.Dataset], models: list[str]) -> dict[str, dict]:
     table: dict[str, dict] = {}
-    for cell in cells:
-        table.setdefault(cell.attrs["model"], dict(cell.attrs))
+    for step in scored:
+        table.setdefault(step.attrs["model"], dict(step.attrs))
     missing = [m for m in models if m not in table]
     if missing:
         raise ValueError(f"no scored cell for model(s) {missing}")
@@ -58,10 +60,11 @@ def _empty(shape: tuple[int, ...], dtype=np.float64, fill=np.nan) -> np.ndarray:
     return np.full(shape, fill, dtype=dtype)
 
 
-def build_cube(cells: list[xr.Dataset], models: list[str], steps: list[int], categories: list[str],
-               planted_frequency: dict[str, float], config: dict) -> xr.Dataset:
-    """One labelled dataset from every cell; coordinates carry sizes, tokens seen and planted frequencies."""
-    info = _model_table(cells, models)
+def build_cube(scored: list[xr.Dataset], settings: dict) -> xr.Dataset:
+    """One labelled dataset from every (model, step) score file; coordinates carry sizes, tokens seen and planted
+    frequencies. `settings` is config.cube_settings: order, steps, planted frequencies and the provenance config."""
+    models, steps, categories = settings["models"], settings["steps"], settings["categories"]
+    info = _model_table(scored, models)
     n_layers = max(int(info[m]["n_layers"]) for m in models)
     shape = (len(models), len(steps), n_layers, len(categories))
     arrays = {name: _empty(shape) for name in CELL_VARIABLES}
@@ -70,28 +73,30 @@ def build_cube(cells: list[xr.Dataset], models: list[str], steps: list[int], cat
     cosine = _empty((len(models), len(steps), len(categories), n_layers, n_layers))
     tokens_seen = _empty(shape[:2])
     fingerprint = np.full(shape[:2], "", dtype=object)
-    directions: dict[tuple[int, int], dict[int, np.ndarray]] = {}
-    for cell in cells:
-        m, s, layer = models.index(cell.attrs["model"]), steps.index(int(cell.attrs["step"])), int(cell.attrs["layer"])
-        cell = cell.reindex(category=categories)
+    n_cells = 0
+    for step_scores in scored:
+        m, s = models.index(step_scores.attrs["model"]), steps.index(int(step_scores.attrs["step"]))
+        layers = [int(layer) for layer in step_scores["layer"].values]
+        step_scores = step_scores.reindex(category=categories)
         for name in CELL_VARIABLES:
-            arrays[name][m, s, layer] = cell[name].values
-        arrays["best_feature"][m, s, layer] = cell["best_feature"].fillna(MISSING_FEATURE).values
+            arrays[name][m, s, layers] = step_scores[name].transpose("layer", "category").values
+        arrays["best_feature"][m, s, layers] = (
+            step_scores["best_feature"].fillna(MISSING_FEATURE).transpose("layer", "category").values
+        )
         for name in QUALITY_VARIABLES:
-            quality[name][m, s, layer] = float(cell[name])
-        tokens_seen[m, s] = cell.attrs.get("tokens_seen", np.nan)
-        fingerprint[m, s] = str(cell.attrs.get("fingerprint", ""))
-        directions.setdefault((m, s), {})[layer] = cell["best_direction"].values
-    for (m, s), by_layer in directions.items():
-        layers = sorted(by_layer)
-        stacked = np.stack([by_layer[layer] for layer in layers], axis=1)  # [category, layer, hidden]
-        cosine[m, s][np.ix_(range(len(categories)), layers, layers)] = np.einsum("cih,cjh->cij", stacked, stacked)
+            quality[name][m, s, layers] = step_scores[name].values
+        directions = step_scores["best_direction"].transpose("category", "layer", "hidden").values
+        cosine[m, s][np.ix_(range(len(categories)), layers, layers)] = np.einsum("cih,cjh->cij", directions, directions)
+        tokens_seen[m, s] = step_scores.attrs.get("tokens_seen", np.nan)
+        fingerprint[m, s] = str(step_scores.attrs.get("fingerprint", ""))
+        n_cells += len(layers)
     tokens_seen[tokens_seen < 0] = np.nan
     dims = ("model", "step", "layer", "category")
     data = {name: (dims, values) for name, values in arrays.items()}
     data.update({name: (dims[:3], values) for name, values in quality.items()})
     data["direction_cosine"] = (("model", "step", "category", "layer", "other_layer"), cosine)
     data["duplicate_checkpoint"] = (("model", "step"), duplicate_steps(fingerprint))
+    planted = settings["planted_frequency"]
     cube = xr.Dataset(
         data,
         coords={
@@ -105,9 +110,17 @@ def build_cube(cells: list[xr.Dataset], models: list[str], steps: list[int], cat
             "n_params": ("model", [int(info[m]["n_params"]) for m in models], {"units": "parameters"}),
             "d_model": ("model", [int(info[m]["d_model"]) for m in models]),
             "n_layers": ("model", [int(info[m]["n_layers"]) for m in models]),
-            "planted_frequency": ("category", [float(planted_frequency.get(c, np.nan)) for c in categories]),
+            "planted_frequency": (
+                "category",
+                [float(planted.get(c, np.nan)) for c in categories],
+                {"description": "relative weight the category was planted with (corpus lexicon)"},
+            ),
         },
-        attrs={"config": json.dumps(config, sort_keys=True), "n_cells": len(cells), "title": "featurebirth cube"},
+        attrs={
+            "config": json.dumps(settings["provenance"], sort_keys=True),
+            "n_cells": n_cells,
+            "title": "featurebirth cube",
+        },
     )
     for name, text in DESCRIPTIONS.items():
         cube[name].attrs["description"] = text
@@ -133,8 +146,3 @@ def open_cube(path: str | Path) -> xr.Dataset:
     """The cube, loaded into memory (the file is closed again)."""
     with xr.open_dataset(path, engine="h5netcdf") as cube:
         return cube.load()
-
-
-def cube_config(cube: xr.Dataset) -> dict:
-    """The validated config stored in the cube's attributes."""
-    return json.loads(cube.attrs["config"])

@@ -2,11 +2,13 @@
 
 A category is *represented* in a cell when its score clears `tau`, beats its permutation null
 by `margin`, and the cell's SAE is healthy (variance explained >= `min_variance_explained`).
+These are the kernels; `analysis.analyse` combines them once per cube for the tables, figures and summary.
 """
 
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -25,24 +27,25 @@ def duplicate_checkpoints(cube: xr.Dataset) -> list[dict]:
     flagged = cube["duplicate_checkpoint"].to_series()
     return [
         {"model": model, "step": int(step), "fingerprint": str(cube["fingerprint"].sel(model=model, step=step).item())}
-        for (model, step), is_duplicate in flagged.items() if is_duplicate
+        for (model, step), is_duplicate in flagged.items()
+        if is_duplicate
     ]
 
 
 def represented(cube: xr.Dataset, settings: dict) -> xr.DataArray:
-    """Boolean (model, step, layer, category); cells that do not exist are False.
+    """Boolean (model, step, layer, category); cells that do not exist are False."""
+    healthy = cube["variance_explained"] >= settings["min_variance_explained"]
+    return (cube["score"] >= settings["tau"]) & (cube["score"] - cube["null"] >= settings["margin"]) & healthy
 
-    Refuses a cube with duplicate checkpoints unless `allow_duplicate_checkpoints` is set.
-    """
-    duplicates = duplicate_checkpoints(cube)
+
+def refuse_duplicates(duplicates: list[dict], settings: dict) -> None:
+    """Raise DuplicateCheckpointError for duplicate checkpoints unless `allow_duplicate_checkpoints` is set."""
     if duplicates and not settings.get("allow_duplicate_checkpoints", False):
         listed = ", ".join(f"{d['model']} step {d['step']} ({d['fingerprint']})" for d in duplicates)
         raise DuplicateCheckpointError(
             f"checkpoints with identical weights: {listed}; a revision is probably mislabelled. Fix the steps "
             "or set analysis.allow_duplicate_checkpoints: true to analyse them anyway"
         )
-    healthy = cube["variance_explained"] >= settings["min_variance_explained"]
-    return (cube["score"] >= settings["tau"]) & (cube["score"] - cube["null"] >= settings["margin"]) & healthy
 
 
 def studied(cube: xr.Dataset) -> xr.DataArray:
@@ -67,14 +70,26 @@ def first_persistent(flags: np.ndarray, persistence: int) -> np.ndarray:
     return np.where(stays.any(axis=-1), first, -1)
 
 
+def _take(values: np.ndarray, index: xr.DataArray) -> xr.DataArray:
+    """values[index] as floats, NaN where the index is -1."""
+    return xr.where(index >= 0, xr.DataArray(np.asarray(values, dtype=float))[index.clip(min=0)], np.nan)
+
+
 def emergence_step(flags: xr.DataArray, persistence: int) -> xr.DataArray:
     """First step from which the category stays represented (model, layer, category); NaN if never."""
     index = xr.apply_ufunc(
-        first_persistent, flags.astype(bool), kwargs={"persistence": persistence},
+        first_persistent,
+        flags.astype(bool),
+        kwargs={"persistence": persistence},
         input_core_dims=[["step"]],
     )
-    steps = flags["step"].values.astype(float)
-    return xr.where(index >= 0, xr.DataArray(steps)[index.clip(min=0)], np.nan).rename("emergence_step")
+    return _take(flags["step"].values, index).rename("emergence_step")
+
+
+def earliest_emergence(steps: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
+    """Earliest emergence step over layers (model, category) and its layer (the shallowest on ties); NaN if never."""
+    first = xr.where(steps.notnull().any("layer"), steps.fillna(np.inf).argmin("layer"), -1)
+    return steps.min("layer").rename("earliest_step"), _take(steps["layer"].values, first).rename("earliest_layer")
 
 
 def emergence_layer(flags: xr.DataArray) -> xr.DataArray:
@@ -83,26 +98,52 @@ def emergence_layer(flags: xr.DataArray) -> xr.DataArray:
     return xr.where(any_layer, flags.argmax("layer"), np.nan).rename("emergence_layer")
 
 
+def smallest_present(present: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Index along the last axis of the smallest present entry by `sizes`, ties to the earlier one; -1 where none."""
+    order = np.argsort(sizes, kind="stable")
+    ranked = present[..., order]
+    return np.where(ranked.any(axis=-1), order[ranked.argmax(axis=-1)], -1)
+
+
+def smallest_model(flags: xr.DataArray, n_params: xr.DataArray) -> xr.DataArray:
+    """Position in the model order of the smallest model with a represented layer (step, category[, ...]); -1 if none.
+
+    Models of equal size go to the one listed first, so a threshold always names the model it was found in.
+    """
+    present = flags.any("layer")
+    sizes = n_params.sel(model=present["model"]).reset_coords(drop=True)
+    return xr.apply_ufunc(smallest_present, present, sizes, input_core_dims=[["model"], ["model"]]).rename(
+        "smallest_model"
+    )
+
+
+def threshold_params(smallest: xr.DataArray, n_params: xr.DataArray) -> xr.DataArray:
+    """Parameter count of the model each `smallest_model` index names; NaN where it is -1."""
+    return _take(n_params.values, smallest).rename("scale_threshold")
+
+
+def threshold_names(smallest: xr.DataArray, models: xr.DataArray) -> xr.DataArray:
+    """Name of the model each `smallest_model` index names; '' where it is -1."""
+    names = np.append(models.values.astype(object), "")
+    return xr.DataArray(names)[smallest].astype(object).rename("scale_model")
+
+
 def scale_threshold(flags: xr.DataArray, n_params: xr.DataArray) -> xr.DataArray:
     """Parameters of the smallest model with a represented layer (step, category[, ...]); NaN if none."""
-    sizes = n_params.astype(float).broadcast_like(flags.any("layer"))
-    return sizes.where(flags.any("layer")).min("model").rename("scale_threshold")
+    return threshold_params(smallest_model(flags, n_params), n_params)
 
 
 def depth_bin_labels(n_bins: int) -> list[str]:
     """Labels of equal relative-depth bins, e.g. '0-33%', '33-67%', '67-100%'."""
     edges = np.linspace(0, 100, n_bins + 1)
-    return [f"{a:.0f}-{b:.0f}%" for a, b in zip(edges[:-1], edges[1:])]
+    return [f"{a:.0f}-{b:.0f}%" for a, b in pairwise(edges)]
 
 
-def scale_threshold_by_depth(cube: xr.Dataset, flags: xr.DataArray, n_bins: int) -> xr.DataArray:
-    """Smallest model represented within each relative-depth bin (step, category, depth_bin)."""
+def depth_binned(cube: xr.Dataset, flags: xr.DataArray, n_bins: int) -> xr.DataArray:
+    """Flags with a leading depth_bin dimension: 'all' (every layer), then each relative-depth bin (its layers only)."""
     bins = np.ceil(relative_depth(cube) * n_bins).clip(1, n_bins) - 1
-    per_bin = [
-        scale_threshold(flags.where(bins == b, False), cube["n_params"]).expand_dims(depth_bin=[label])
-        for b, label in enumerate(depth_bin_labels(n_bins))
-    ]
-    return xr.concat(per_bin, "depth_bin")
+    per_bin = [flags.where(bins == b, False) for b in range(n_bins)]
+    return xr.concat([flags, *per_bin], "depth_bin").assign_coords(depth_bin=["all", *depth_bin_labels(n_bins)])
 
 
 def dip_events(scores: np.ndarray, flags: np.ndarray, tau_low: float) -> list[tuple[int, int, int]]:
@@ -137,13 +178,22 @@ def reactivation_events(cube: xr.Dataset, flags: xr.DataArray, settings: dict) -
                     l1, l2, l3 = (int(layers[i]) for i in (i1, i2, i3))
                     cosine = cube["direction_cosine"].sel(cell)
                     back = float(cosine.sel(layer=l3, other_layer=l1))
-                    rows.append({
-                        **cell, "step": int(step), "l1": l1, "l2": l2, "l3": l3,
-                        "score_l1": scores[i1], "score_l2": scores[i2], "score_l3": scores[i3],
-                        "cosine_l3_l1": back, "cosine_l2_l1": float(cosine.sel(layer=l2, other_layer=l1)),
-                        "feature_verdict": "returns" if back >= settings["return_cosine"] else "new",
-                    })
-    return pd.DataFrame(rows, columns=list(REACTIVATION_COLUMNS))
+                    rows.append(
+                        {
+                            **cell,
+                            "step": int(step),
+                            "l1": l1,
+                            "l2": l2,
+                            "l3": l3,
+                            "score_l1": scores[i1],
+                            "score_l2": scores[i2],
+                            "score_l3": scores[i3],
+                            "cosine_l3_l1": back,
+                            "cosine_l2_l1": float(cosine.sel(layer=l2, other_layer=l1)),
+                            "feature_verdict": "returns" if back >= settings["return_cosine"] else "new",
+                        }
+                    )
+    return pd.DataFrame(rows, columns=list(REACTIVATION_COLUMNS)).astype(REACTIVATION_DTYPES)
 
 
 REACTIVATION_COLUMNS = {
@@ -161,6 +211,12 @@ REACTIVATION_COLUMNS = {
     "feature_verdict": "returns: the l3 feature points back to the l1 feature (cosine >= return_cosine); new: it does not",
 }
 
+REACTIVATION_DTYPES = {
+    **dict.fromkeys(REACTIVATION_COLUMNS, "float64"),
+    **dict.fromkeys(("model", "category", "feature_verdict"), object),
+    **dict.fromkeys(("step", "l1", "l2", "l3"), "int64"),
+}
+
 
 def spearman_by_model(steps: xr.DataArray, frequency: xr.DataArray) -> dict[str, dict]:
     """Spearman correlation of planted frequency with emergence step per model; never-emerged ranks last."""
@@ -168,10 +224,10 @@ def spearman_by_model(steps: xr.DataArray, frequency: xr.DataArray) -> dict[str,
     for model in steps["model"].values:
         emerged = steps.sel(model=model).fillna(np.inf).values
         if len(set(emerged)) < 2 or len(set(frequency.values)) < 2:
-            out[str(model)] = {"rho": None, "p_value": None, "n_categories": int(len(emerged))}
+            out[str(model)] = {"rho": None, "p_value": None, "n_categories": len(emerged)}
             continue
         rho, p_value = spearmanr(frequency.values, emerged)
-        out[str(model)] = {"rho": _finite(rho), "p_value": _finite(p_value), "n_categories": int(len(emerged))}
+        out[str(model)] = {"rho": _finite(rho), "p_value": _finite(p_value), "n_categories": len(emerged)}
     return out
 
 

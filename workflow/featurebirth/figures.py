@@ -1,4 +1,7 @@
-"""Seaborn figures of the cube: heatmaps with the emergence boundary, emergence curves, scale, reactivation."""
+"""Seaborn figures of the cube: heatmaps with the emergence boundary, emergence curves, scale, reactivation.
+
+Scores come from the cube; every analysed quantity and setting (tau, tau_low) from an `Analysis`.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +11,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-import xarray as xr  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import xarray as xr
 
-from . import emergence as em  # noqa: E402
-from .io import atomic_path  # noqa: E402
+from . import emergence as em
+from .analysis import Analysis
+from .io import atomic_path
 
 SCORE_LABEL = "category score (best feature F1)"
 STEP_LABEL = "training step (optimizer steps, symlog)"
@@ -43,22 +47,27 @@ def _symlog_steps(ax: plt.Axes, steps: np.ndarray) -> None:
     ax.minorticks_off()
 
 
-def heatmaps(cube: xr.Dataset, model: str, settings: dict, path: Path, dpi: int = 120) -> None:
+def heatmaps(cube: xr.Dataset, analysis: Analysis, model: str, path: Path, dpi: int = 120) -> None:
     """One panel per category: score over layer x step; the black line is the emergence boundary."""
     score = cube["score"].sel(model=model)
     layers = cube["layer"].values[em.studied(cube).sel(model=model).any("step").values]
-    flags = em.represented(cube, settings).sel(model=model, layer=layers)
-    first = em.emergence_step(flags, settings["persistence"])
+    first = analysis.emergence_step.sel(model=model, layer=layers)
     steps = cube["step"].values
     categories = cube["category"].values
     columns = min(3, len(categories))
     rows = int(np.ceil(len(categories) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 0.5 * len(layers) * rows + 1.6 * rows),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(3.6 * columns, 0.5 * len(layers) * rows + 1.6 * rows),
+        squeeze=False,
+        constrained_layout=True,
+    )
     for ax, category in zip(axes.flat, categories):
         table = score.sel(category=category, layer=layers).transpose("layer", "step").to_pandas()
-        sns.heatmap(table, ax=ax, vmin=0, vmax=1, cmap="viridis", cbar=False, square=False,
-                    linewidths=0.3, linecolor="white")
+        sns.heatmap(
+            table, ax=ax, vmin=0, vmax=1, cmap="viridis", cbar=False, square=False, linewidths=0.3, linecolor="white"
+        )
         ax.invert_yaxis()
         _draw_boundary(ax, first.sel(category=category).values, steps)
         ax.set_title(f"{category}", fontsize=10)
@@ -66,10 +75,11 @@ def heatmaps(cube: xr.Dataset, model: str, settings: dict, path: Path, dpi: int 
         ax.set_ylabel("layer (block index)")
         ax.tick_params(axis="x", labelrotation=45)
         ax.tick_params(axis="y", labelrotation=0)
-    for ax in axes.flat[len(categories):]:
+    for ax in axes.flat[len(categories) :]:
         ax.set_visible(False)
-    fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap="viridis"), ax=axes, shrink=0.8,
-                 label=SCORE_LABEL)
+    fig.colorbar(
+        plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap="viridis"), ax=axes, shrink=0.8, label=SCORE_LABEL
+    )
     fig.suptitle(f"{model}: category score by layer and step (black line: emergence boundary)", fontsize=11)
     _save(fig, path, dpi)
 
@@ -91,58 +101,92 @@ def _best_over_layers(cube: xr.Dataset) -> pd.DataFrame:
     return frame
 
 
-def emergence_curves(cube: xr.Dataset, settings: dict, path: Path, dpi: int = 120) -> None:
+def emergence_curves(cube: xr.Dataset, analysis: Analysis, path: Path, dpi: int = 120) -> None:
     """Best score over layers against step, one panel per model; dashed lines are each category's null."""
+    tau = analysis.settings["tau"]
     frame = _best_over_layers(cube)
-    grid = sns.relplot(frame, x="step", y="score", hue="category", col="model", kind="line", marker="o",
-                       height=3.2, aspect=1.1, facet_kws={"sharey": True})
+    grid = sns.relplot(
+        frame,
+        x="step",
+        y="score",
+        hue="category",
+        col="model",
+        kind="line",
+        marker="o",
+        height=3.2,
+        aspect=1.1,
+        facet_kws={"sharey": True},
+    )
     steps = cube["step"].values
     for model, ax in grid.axes_dict.items():
         mine = frame[frame["model"] == model]
-        for color, (_, rows) in zip(sns.color_palette(n_colors=frame["category"].nunique()), mine.groupby("category", sort=False)):
+        for color, (_, rows) in zip(
+            sns.color_palette(n_colors=frame["category"].nunique()), mine.groupby("category", sort=False)
+        ):
             ax.plot(rows["step"], rows["null"], linestyle="--", color=color, linewidth=0.8, alpha=0.7)
-        ax.axhline(settings["tau"], color="grey", linewidth=0.8, linestyle=":")
+        ax.axhline(tau, color="grey", linewidth=0.8, linestyle=":")
         _symlog_steps(ax, steps)
         ax.set_ylim(0, 1.02)
     grid.set_axis_labels(STEP_LABEL, f"{SCORE_LABEL},\nbest layer")
-    grid.figure.suptitle(f"Emergence over training (dashed: permutation null; dotted: tau = {settings['tau']})",
-                         y=1.04, fontsize=11)
+    grid.figure.suptitle(
+        f"Emergence over training (dashed: permutation null; dotted: tau = {tau})", y=1.04, fontsize=11
+    )
     _save(grid.figure, path, dpi)
 
 
-def scale(cube: xr.Dataset, settings: dict, steps: list[int], path: Path, dpi: int = 120) -> None:
+def scale(cube: xr.Dataset, analysis: Analysis, steps: list[int], path: Path, dpi: int = 120) -> None:
     """Best score over layers against model size, one panel per shown step."""
+    tau = analysis.settings["tau"]
     frame = _best_over_layers(cube)
     frame = frame[frame["step"].isin(steps)]
-    grid = sns.relplot(frame, x="n_params", y="score", hue="category", col="step", kind="line", marker="o",
-                       height=3.2, aspect=1.0)
+    grid = sns.relplot(
+        frame, x="n_params", y="score", hue="category", col="step", kind="line", marker="o", height=3.2, aspect=1.0
+    )
     sizes = cube["n_params"].to_series()
     for ax in grid.axes.flat:
         ax.set_xscale("log")
         ax.set_xticks(sizes.values, [f"{name}\n{size / 1e6:.2g}M" for name, size in sizes.items()], fontsize=8)
         ax.minorticks_off()
-        ax.axhline(settings["tau"], color="grey", linewidth=0.8, linestyle=":")
+        ax.axhline(tau, color="grey", linewidth=0.8, linestyle=":")
         ax.set_ylim(0, 1.02)
     grid.set_axis_labels("model size (parameters, log)", f"{SCORE_LABEL},\nbest layer")
     grid.set_titles("step {col_name}")
-    grid.figure.suptitle(f"Scale: score against model size (dotted: tau = {settings['tau']})", y=1.04, fontsize=11)
+    grid.figure.suptitle(f"Scale: score against model size (dotted: tau = {tau})", y=1.04, fontsize=11)
     _save(grid.figure, path, dpi)
 
 
-def reactivation(cube: xr.Dataset, settings: dict, steps: list[int], path: Path, dpi: int = 120) -> None:
+def reactivation(cube: xr.Dataset, analysis: Analysis, steps: list[int], path: Path, dpi: int = 120) -> None:
     """Score against layer at the shown steps, one row per model; dips of reactivation events are marked."""
+    settings, events = analysis.settings, analysis.reactivation
     exists = em.studied(cube)
     frame = cube["score"].sel(step=steps).where(exists.sel(step=steps)).reset_coords(drop=True)
     frame = frame.to_dataframe().dropna().reset_index()
-    events = em.reactivation_events(cube, em.represented(cube, settings), settings)
-    grid = sns.relplot(frame, x="layer", y="score", hue="category", row="model", col="step", kind="line",
-                       marker="o", height=2.6, aspect=1.2, facet_kws={"sharex": False})
+    grid = sns.relplot(
+        frame,
+        x="layer",
+        y="score",
+        hue="category",
+        row="model",
+        col="step",
+        kind="line",
+        marker="o",
+        height=2.6,
+        aspect=1.2,
+        facet_kws={"sharex": False},
+    )
     for (model, step), ax in grid.axes_dict.items():
         ax.axhline(settings["tau"], color="grey", linewidth=0.8, linestyle=":")
         ax.axhline(settings["tau_low"], color="firebrick", linewidth=0.8, linestyle=":")
         dips = events[(events["model"] == model) & (events["step"] == step)]
-        ax.scatter(dips["l2"], dips["score_l2"], marker="v", s=90, color="firebrick", zorder=5,
-                   label="dip" if len(dips) else None)
+        ax.scatter(
+            dips["l2"],
+            dips["score_l2"],
+            marker="v",
+            s=90,
+            color="firebrick",
+            zorder=5,
+            label="dip" if len(dips) else None,
+        )
         layers = frame.loc[frame["model"] == model, "layer"].unique()
         ax.set_xticks(layers)
         ax.set_ylim(0, 1.02)
@@ -150,5 +194,8 @@ def reactivation(cube: xr.Dataset, settings: dict, steps: list[int], path: Path,
     grid.set_titles("{row_name}, step {col_name}")
     grid.figure.suptitle(
         f"Reactivation: score across layers (dotted grey: tau = {settings['tau']}; red: tau_low = "
-        f"{settings['tau_low']}; triangles: dips of reactivation events, {len(events)} in all)", y=1.02, fontsize=11)
+        f"{settings['tau_low']}; triangles: dips of reactivation events, {len(events)} in all)",
+        y=1.02,
+        fontsize=11,
+    )
     _save(grid.figure, path, dpi)

@@ -24,8 +24,8 @@ class MissingRevisionError(RuntimeError):
 
 
 def revision_name(spec: dict, step: int) -> str:
-    """The hub revision of a step, e.g. 'step3000' (the model's `revision` pattern)."""
-    return spec.get("revision", "step{step}").format(step=step)
+    """The hub revision of a step, e.g. 'step3000' (the model's `revision` pattern; its default is the schema's)."""
+    return spec["revision"].format(step=step)
 
 
 def _missing(repo: str, revision: str, cache_dir: str | Path) -> MissingRevisionError:
@@ -39,13 +39,18 @@ def prefetch(spec: dict, step: int, cache_dir: str | Path, pointer: Path, offlin
     """Download (or, offline, find) one revision into `cache_dir` and write its pointer; return the pointer."""
     repo, revision = spec["repo"], revision_name(spec, step)
     try:
-        snapshot = snapshot_download(repo, revision=revision, cache_dir=str(cache_dir),
-                                     allow_patterns=WEIGHT_PATTERNS, local_files_only=offline)
+        snapshot = snapshot_download(
+            repo, revision=revision, cache_dir=str(cache_dir), allow_patterns=WEIGHT_PATTERNS, local_files_only=offline
+        )
     except LocalEntryNotFoundError as error:
         raise _missing(repo, revision, cache_dir) from error
     data = {
-        "repo": repo, "revision": revision, "step": step, "cache_dir": str(Path(cache_dir).resolve()),
-        "snapshot": snapshot, "tokens_seen": step * spec["tokens_per_step"] if "tokens_per_step" in spec else -1,
+        "repo": repo,
+        "revision": revision,
+        "step": step,
+        "cache_dir": str(Path(cache_dir).resolve()),
+        "snapshot": snapshot,
+        "tokens_seen": step * spec["tokens_per_step"] if "tokens_per_step" in spec else -1,
     }
     write_json(data, pointer)
     return data
@@ -65,7 +70,11 @@ def pretrained_arguments(path: str | Path) -> tuple[str, dict]:
     if not is_pointer(path):
         return str(path), {}
     pointer = read_pointer(path)
-    return pointer["repo"], {"revision": pointer["revision"], "cache_dir": pointer["cache_dir"], "local_files_only": True}
+    return pointer["repo"], {
+        "revision": pointer["revision"],
+        "cache_dir": pointer["cache_dir"],
+        "local_files_only": True,
+    }
 
 
 def load_pretrained(loader, path: str | Path, **kwargs):

@@ -1,28 +1,187 @@
-"""Where each stage writes and the names inside its files, in one place.
+"""Every path and file name of the results tree, in one place.
 
-The Snakemake rules and the library build paths from these; light stages import this
-module without pulling in torch or transformers.
+The Snakemake rules and the library build their paths from these functions and nowhere else
+(tests/test_layout.py fails on a results-tree path written elsewhere). Arguments may be
+wildcard strings such as "{model}", which gives the rule's output pattern. This module imports
+nothing heavy, so planning and light stages can use it.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 CHECKPOINT_METADATA = "featurebirth.json"  # beside a toy checkpoint: step, tokens_seen, n_params, losses
-PROBE_DATASET = "activations"  # probes.h5: [n_layers, n_items, d_model] float16
 CONTROL = "control"  # category label of probe items whose target is a filler word
+SAE_WEIGHTS = "ae.pt"
+SAE_CONFIG = "config.json"
+GROUP_PREFIX = "group-"
+GROUP_SUFFIX = ".json"
+TABLES = ("emergence_steps", "emergence_layers", "scale_thresholds", "reactivation", "summary_table")
+FIGURES = ("emergence", "scale", "reactivation")
 
 
-def score_path(results: str | Path, model: str, step: int | str, layer: int | str) -> str:
-    """One cell's score file (wildcard strings such as '{model}' give the rule's pattern)."""
-    return f"{results}/scores/{model}/step{step}/layer{layer}.nc"
+def _join(*parts: str | int | Path) -> str:
+    return "/".join(str(part) for part in parts)
 
 
+# corpus (once per run)
+def corpus_dir(results: str | Path) -> str:
+    return _join(results, "corpus")
+
+
+def corpus_file(results: str | Path, name: str) -> str:
+    """One of CORPUS_FILES in the corpus folder."""
+    return in_corpus(corpus_dir(results), name)
+
+
+def in_corpus(folder: str | Path, name: str) -> str:
+    """One of CORPUS_FILES in a given corpus folder (the corpus job knows its folder from its outputs)."""
+    if name not in CORPUS_FILES:
+        raise KeyError(f"unknown corpus file {name!r}; known: {sorted(CORPUS_FILES)}")
+    return _join(folder, CORPUS_FILES[name])
+
+
+CORPUS_FILES = {
+    "tokens": "tokens.h5",  # token ids of the toy tokenizer, one dataset per split
+    "probes": "probes.tsv",
+    "tokenizer": "tokenizer",
+    "lexicon": "lexicon.json",
+    "train_text": "train.txt",  # the toy models' training text
+    "sae_text": "sae.txt",  # SAE training text (hub models tokenise it themselves)
+    "eval_text": "eval.txt",  # held-out text for SAE quality
+}
+
+
+# checkpoints, per (model, step)
+def toy_checkpoint(results: str | Path, model: str, step: int | str) -> str:
+    """A toy checkpoint folder (from_pretrained)."""
+    return _join(results, "models", model, f"step{step}")
+
+
+def hub_pointer(results: str | Path, model: str, step: int | str) -> str:
+    """The prefetch pointer of a hub revision (a JSON file naming repo, revision and cache)."""
+    return _join(results, "hub", model, f"step{step}.json")
+
+
+def cell_name(model: str, step: int | str, layer: int | str) -> str:
+    """How logs and errors name a cell."""
+    return f"{model}/step{step}/layer{layer}"
+
+
+# SAEs: one folder per cell, trained by layer-group jobs
+def sae_step_dir(results: str | Path, model: str, step: int | str) -> str:
+    return _join(results, "sae", model, f"step{step}")
+
+
+def sae_dir(results: str | Path, model: str, step: int | str, layer: int | str) -> str:
+    """One cell's SAE: SAE_WEIGHTS and SAE_CONFIG."""
+    return _join(sae_step_dir(results, model, step), _layer_folder(layer))
+
+
+def _layer_folder(layer: int | str) -> str:
+    return f"layer{layer}"
+
+
+def layer_group(layers: list[int] | tuple[int, ...]) -> str:
+    """The name of a layer group, e.g. '0-1-2'."""
+    return "-".join(str(layer) for layer in layers)
+
+
+def parse_layer_group(name: str) -> list[int]:
+    """'0-1-2' -> [0, 1, 2]."""
+    return [int(part) for part in name.split("-")]
+
+
+def sae_group(results: str | Path, model: str, step: int | str, layers: str) -> str:
+    """The manifest an SAE job writes last, after every SAE of its layer group (e.g. group-0-1-2.json).
+
+    The group is in the file name so that the planner can tell which layers are trained, and by
+    which job, from the names in a folder alone (see trained_groups).
+    """
+    return _join(sae_step_dir(results, model, step), f"{GROUP_PREFIX}{layers}{GROUP_SUFFIX}")
+
+
+def group_layers(manifest: str | Path) -> list[int]:
+    """The layers of the group a manifest (layout.sae_group) belongs to, from its name."""
+    return parse_layer_group(Path(manifest).name[len(GROUP_PREFIX) : -len(GROUP_SUFFIX)])
+
+
+def group_sae_dirs(manifest: str | Path) -> dict[int, str]:
+    """The SAE folder of every layer of a group, beside its manifest (jobs know their manifests from the rule)."""
+    return {layer: _join(Path(manifest).parent, _layer_folder(layer)) for layer in group_layers(manifest)}
+
+
+def trained_groups(results: str | Path, model: str, step: int | str) -> list[list[int]]:
+    """The layer groups of (model, step) whose SAE job finished, from the manifest names on disk."""
+    try:
+        names = os.listdir(sae_step_dir(results, model, step))
+    except FileNotFoundError:
+        return []
+    return [
+        group_layers(name) for name in sorted(names) if name.startswith(GROUP_PREFIX) and name.endswith(GROUP_SUFFIX)
+    ]
+
+
+def sae_files(results: str | Path, model: str, step: int | str, layer: int | str) -> list[str]:
+    """The files of one cell's SAE."""
+    folder = sae_dir(results, model, step, layer)
+    return [_join(folder, SAE_WEIGHTS), _join(folder, SAE_CONFIG)]
+
+
+# scores and SAE quality, per (model, step): every layer in one file
+def score_path(results: str | Path, model: str, step: int | str) -> str:
+    return _join(results, "scores", model, f"step{step}.nc")
+
+
+# aggregates
 def cube_path(results: str | Path) -> str:
-    """The cube of every cell."""
-    return f"{results}/cube.nc"
+    return _join(results, "cube.nc")
 
 
-def layer_dataset(layer: int) -> str:
-    """Name of a layer's dataset in a training cache (train.h5)."""
-    return f"layer_{layer}"
+def tables_dir(results: str | Path) -> str:
+    return _join(results, "tables")
+
+
+def table_path(results: str | Path, name: str) -> str:
+    return in_tables(tables_dir(results), name)
+
+
+def summary_path(results: str | Path) -> str:
+    return in_tables(tables_dir(results), SUMMARY_FILE)
+
+
+SUMMARY_FILE = "summary.json"
+
+
+def in_tables(folder: str | Path, name: str) -> str:
+    """A table (by its name, e.g. 'reactivation') or the summary file, in a given tables folder."""
+    return _join(folder, name if name == SUMMARY_FILE else f"{name}.tsv")
+
+
+def analysis_path(results: str | Path) -> str:
+    """Represented cells, emergence and reactivation, computed once from the cube."""
+    return _join(tables_dir(results), "analysis.nc")
+
+
+def heatmap_path(results: str | Path, model: str) -> str:
+    return _join(results, "figures", "heatmaps", f"{model}.png")
+
+
+def figure_path(results: str | Path, figure: str) -> str:
+    return _join(results, "figures", f"{figure}.png")
+
+
+def report_path(results: str | Path) -> str:
+    return _join(results, "report.html")
+
+
+def results_of(cube: str | Path) -> Path:
+    """The results folder a cube lives in (to find its analysis beside it)."""
+    return Path(cube).parent
+
+
+def log_for(results: str | Path, output: str | Path) -> str:
+    """The log of the job that writes `output`: the same path under results/logs/, plus '.log'."""
+    relative = os.path.relpath(str(output), str(results))
+    return _join(results, "logs", f"{relative}.log")

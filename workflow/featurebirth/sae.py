@@ -2,13 +2,15 @@
 
 The loop mirrors dictionary-learning's `trainSAE` (same trainers, same update calls, the
 same unit-mean-squared-norm normalisation folded back into the biases on save) and adds
-what a per-cell job needs: a streamed HDF5 cache, a held-out evaluation split, divergence
-checks that fail loudly with the cell's name, and a metrics file.
+what a job needs: one forward pass feeding a group of layers from memory, divergence checks
+that fail loudly with the cell's name, and one folder per cell. Quality is measured later,
+by the score job, on held-out text: evaluating differently never retrains an SAE.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import sys
 import time
@@ -16,13 +18,15 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterator
 
-import h5py
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from .io import atomic_path, plain_attrs, read_json, write_json
-from .layout import layer_dataset
+from .activations import layer_activations, token_rows
+from .io import atomic_path, read_json, write_json
+from .layout import SAE_CONFIG, SAE_WEIGHTS, cell_name, group_sae_dirs
+from .models import forward_dtype, load_model, resolve_device
+
+log = logging.getLogger(__name__)
 
 TRAINER_NAMES = {"topk": "TopKTrainer", "batchtopk": "BatchTopKTrainer", "relu": "StandardTrainer"}
 CHECK_EVERY = 25
@@ -78,41 +82,25 @@ def build_trainer(config: dict):
     return kwargs.pop("trainer")(**kwargs)
 
 
-class ActivationStream:
-    """Shuffled float32 batches from a per-layer cache; the last `eval_tokens` rows are held out."""
+def norm_factor(activations: torch.Tensor) -> float:
+    """Scale that gives the training tokens unit mean squared norm (as trainSAE's normalisation)."""
+    sample = activations[: 2**16].float()
+    return math.sqrt(sample.pow(2).sum(dim=1).mean().item())
 
-    def __init__(self, path: Path, layer: int, batch_size: int, eval_tokens: int, seed: int, block_tokens: int = 2**18):
-        self.path, self.batch_size, self.seed, self.block_tokens = Path(path), batch_size, seed, block_tokens
-        self.dataset = layer_dataset(layer)
-        with h5py.File(self.path, "r") as handle:
-            n_tokens, self.d_model = handle[self.dataset].shape
-            self.meta = plain_attrs(handle[self.dataset].attrs)
-            if eval_tokens >= n_tokens:
-                raise ValueError(f"{path}: {n_tokens} cached tokens cannot hold out {eval_tokens} for evaluation")
-            self.n_train = n_tokens - eval_tokens
-            self.eval = torch.from_numpy(handle[self.dataset][self.n_train :].astype(np.float32))
 
-    def norm_factor(self) -> float:
-        """Scale that gives the training tokens unit mean squared norm (as trainSAE's normalisation)."""
-        with h5py.File(self.path, "r") as handle:
-            sample = torch.from_numpy(handle[self.dataset][: min(self.n_train, 2**16)].astype(np.float32))
-        return math.sqrt(sample.pow(2).sum(dim=1).mean().item())
-
-    def batches(self, steps: int, device: torch.device, scale: float = 1.0) -> Iterator[torch.Tensor]:
-        """`steps` batches, epoch after epoch, each a random draw without replacement within a block."""
-        rng = np.random.default_rng(self.seed)
-        produced = 0
-        with h5py.File(self.path, "r") as handle:
-            while True:
-                for start in rng.permutation(range(0, self.n_train, self.block_tokens)):
-                    stop = min(start + self.block_tokens, self.n_train)
-                    block = torch.from_numpy(handle[self.dataset][start:stop].astype(np.float32))
-                    order = torch.from_numpy(rng.permutation(len(block)))
-                    for i in range(0, len(block) - self.batch_size + 1, self.batch_size):
-                        yield (block[order[i : i + self.batch_size]] / scale).to(device, non_blocking=True)
-                        produced += 1
-                        if produced == steps:
-                            return
+def shuffled_batches(
+    activations: torch.Tensor, updates: int, batch_size: int, seed: int, device: torch.device, scale: float
+) -> Iterator[torch.Tensor]:
+    """`updates` float32 batches, epoch after epoch, each epoch a seeded permutation of the tokens."""
+    generator = torch.Generator().manual_seed(seed)
+    produced = 0
+    while True:
+        order = torch.randperm(len(activations), generator=generator)
+        for i in range(0, len(activations) - batch_size + 1, batch_size):
+            yield (activations[order[i : i + batch_size]].float() / scale).to(device, non_blocking=True)
+            produced += 1
+            if produced == updates:
+                return
 
 
 @torch.no_grad()
@@ -129,62 +117,91 @@ def quality(ae: torch.nn.Module, x: torch.Tensor, batch: int = 4096) -> dict:
         fired = batch_fired if fired is None else fired | batch_fired
     total_variance = (x - x.mean(dim=0)).pow(2).sum().item()
     return {
-        "fraction_variance_explained": 1.0 - squared_error / total_variance,
+        "variance_explained": 1.0 - squared_error / total_variance,
         "l0": l0_total / len(x),
         "dead_fraction": 1.0 - fired.float().mean().item(),
         "reconstruction_mse": squared_error / len(x),
-        "eval_tokens": len(x),
     }
 
 
-def _check_finite(cell: str, step: int, value: float, limit: float, what: str) -> None:
+def _check_finite(cell: str, update: int, value: float, limit: float, what: str) -> None:
     if not math.isfinite(value):
-        raise SAETrainingError(f"SAE {cell}: {what} is {value} at step {step} (NaN/inf: training failed)")
+        raise SAETrainingError(f"SAE {cell}: {what} is {value} at SAE update {update} (NaN/inf: training failed)")
     if value > limit:
-        raise SAETrainingError(f"SAE {cell}: {what} {value:.4g} at step {step} exceeds {limit:.4g} (diverged)")
+        raise SAETrainingError(f"SAE {cell}: {what} {value:.4g} at SAE update {update} exceeds {limit:.4g} (diverged)")
 
 
 def train_sae(
-    cache: Path, settings: dict, out_dir: Path, *, model: str, layer: int, cell: str, device: torch.device
-) -> dict:
-    """Train the cell's SAE on its activation cache; write ae.pt, config.json and metrics.json."""
-    stream = ActivationStream(cache, layer, settings["batch_size"], settings["eval_tokens"], settings["seed"])
-    norm = stream.norm_factor()
-    config = trainer_config(settings, stream.d_model, device, model=model, layer=layer)
+    activations: torch.Tensor, settings: dict, device: torch.device, *, model: str, layer: int, cell: str
+) -> tuple[torch.nn.Module, dict, dict]:
+    """Train one SAE on one layer's activations [tokens, d_model]; return it (original scale), its config and stats."""
+    norm = norm_factor(activations)
+    config = trainer_config(settings, activations.shape[1], device, model=model, layer=layer)
     trainer = build_trainer(config)
     if hasattr(trainer, "dead_feature_threshold"):
         trainer.dead_feature_threshold = settings["dead_feature_tokens"]
-    check = (stream.eval[:CHECK_TOKENS] / norm).to(device)
+    check = (activations[:CHECK_TOKENS].float() / norm).to(device)
     limit = settings["divergence_factor"] * (check - check.mean(dim=0)).pow(2).sum(dim=1).mean().item()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    updates = settings["steps"]
+    batches = shuffled_batches(activations, updates, settings["batch_size"], settings["seed"], device, norm)
     started = time.perf_counter()
-    progress = tqdm(stream.batches(settings["steps"], device, norm), total=settings["steps"], desc=f"SAE {cell}", mininterval=2)
-    for step, batch in enumerate(progress):
+    for update, batch in enumerate(tqdm(batches, total=updates, desc=f"SAE {cell}", mininterval=10)):
         with autocast:
-            loss = trainer.update(step, batch)
+            loss = trainer.update(update, batch)
         if loss is not None:
-            _check_finite(cell, step, loss, math.inf, "training loss")
-        if step % CHECK_EVERY == 0 or step == settings["steps"] - 1:
+            _check_finite(cell, update, loss, math.inf, "training loss")
+        if update % CHECK_EVERY == 0 or update == updates - 1:
             with torch.no_grad():
                 error = (check - trainer.ae(check)).pow(2).sum(dim=1).mean().item()
-            _check_finite(cell, step, error, limit, "held-out reconstruction error")
+            _check_finite(cell, update, error, limit, "reconstruction error")
     seconds = time.perf_counter() - started
     trainer.ae.scale_biases(norm)
-    ae = trainer.ae.float().cpu()
-    metrics = quality(ae, stream.eval)
-    metrics.update(
-        tokens_trained=settings["steps"] * settings["batch_size"],
-        train_seconds=round(seconds, 3),
-        tokens_per_second=round(settings["steps"] * settings["batch_size"] / seconds, 1),
-        training_cache=Path(cache).name,  # which cache fed it: the workflow keeps naming it, see training_cache()
-    )
+    tokens = updates * settings["batch_size"]
+    stats = {
+        "tokens_trained": tokens,
+        "distinct_tokens": len(activations),
+        "train_seconds": round(seconds, 3),
+        "tokens_per_second": round(tokens / seconds, 1),
+    }
+    saved = {**trainer.config, "norm_factor": norm, "architecture": settings["architecture"]}
+    return trainer.ae.float().cpu(), saved, stats
+
+
+def save_sae(ae: torch.nn.Module, trainer: dict, settings: dict, stats: dict, cell: str, out_dir: Path) -> None:
+    """A cell's SAE folder: the weights and a config with the trainer's settings and the training stats."""
     out_dir = Path(out_dir)
-    with atomic_path(out_dir / "ae.pt") as tmp:
+    with atomic_path(out_dir / SAE_WEIGHTS) as tmp:
         torch.save({k: v.cpu() for k, v in ae.state_dict().items()}, tmp)
-    saved = {**{k: v for k, v in trainer.config.items()}, "norm_factor": norm, "architecture": settings["architecture"]}
-    write_json({"trainer": saved, "settings": settings, "cell": cell, "cache": stream.meta}, out_dir / "config.json")
-    write_json(metrics, out_dir / "metrics.json")
-    return metrics
+    write_json({"trainer": trainer, "settings": settings, "training": stats, "cell": cell}, out_dir / SAE_CONFIG)
+
+
+def train_layer_group(
+    checkpoint: Path, tokens: Path, settings: dict, manifest_path: Path, *, model: str, step: int
+) -> dict:
+    """One forward pass over the SAE split feeds every layer of the group; each SAE lands in its own cell's folder.
+
+    The group is named by its manifest (layout.sae_group), which is written last: its presence means every
+    SAE of the group is complete.
+    """
+    folders = group_sae_dirs(manifest_path)
+    layers = list(folders)
+    device = resolve_device(settings["device"])
+    network = load_model(checkpoint, device, forward_dtype(device, settings["gpu_dtype"]))
+    ids = token_rows(tokens, checkpoint, "sae", settings["tokens"]["max_tokens"], settings["tokens"]["seq_len"])
+    activations = layer_activations(network, ids, layers, settings["forward_batch_size"])
+    del network
+    manifest = {"model": model, "step": step, "layers": layers, "tokens": int(ids.numel()), "cells": {}}
+    for layer in layers:
+        cell = cell_name(model, step, layer)
+        ae, trainer, stats = train_sae(
+            activations.pop(layer), settings["sae"], device, model=model, layer=layer, cell=cell
+        )
+        save_sae(ae, trainer, settings["sae"], stats, cell, Path(folders[layer]))
+        manifest["cells"][str(layer)] = stats
+        log.info("trained SAE %s: %s", cell, stats)
+    write_json(manifest, manifest_path)
+    return manifest
 
 
 def dictionary_classes() -> dict[str, type]:
@@ -197,9 +214,9 @@ def dictionary_classes() -> dict[str, type]:
     return {cls.__name__: cls for cls in (AutoEncoder, AutoEncoderTopK, BatchTopKSAE)}
 
 
-def load_sae(sae_dir: Path, device: torch.device | str = "cpu") -> torch.nn.Module:
+def load_sae(folder: Path, device: torch.device | str = "cpu") -> torch.nn.Module:
     """The trained dictionary of a cell, ready to encode activations in their original scale."""
-    sae_dir = Path(sae_dir)
-    dict_class = read_json(sae_dir / "config.json")["trainer"]["dict_class"]
-    ae = dictionary_classes()[dict_class].from_pretrained(str(sae_dir / "ae.pt"))
+    folder = Path(folder)
+    dict_class = read_json(folder / SAE_CONFIG)["trainer"]["dict_class"]
+    ae = dictionary_classes()[dict_class].from_pretrained(str(folder / SAE_WEIGHTS))
     return ae.to(device).eval()

@@ -1,4 +1,4 @@
-"""Score one cell: how selectively do its SAE features fire on each category's probe targets?
+"""Score the cells of one checkpoint: how selectively do SAE features fire on each category's probe targets?
 
 Feature f *fires* on a probe token when its code is > 0. Positives for category c are the
 target tokens of c; negatives are every other probe token (other categories and controls).
@@ -12,15 +12,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 import xarray as xr
 from scipy.stats import rankdata
 
-from .io import atomic_path, read_json
-from .layout import CONTROL, PROBE_DATASET
-from .sae import load_sae
+from .activations import layer_activations, probe_activations, token_rows
+from .corpus import read_probes
+from .io import atomic_path
+from .layout import CONTROL, group_sae_dirs
+from .models import checkpoint_metadata, forward_dtype, load_model, load_tokenizer, resolve_device
+from .sae import load_sae, quality
 
 
 def one_hot(labels: np.ndarray, categories: list[str]) -> np.ndarray:
@@ -68,8 +70,13 @@ def permuted_labels(labels: np.ndarray, words: np.ndarray, rng: np.random.Genera
 
 
 def null_scores(
-    fires: np.ndarray, labels: np.ndarray, words: np.ndarray, categories: list[str],
-    n_permutations: int, quantile: float, seed: int,
+    fires: np.ndarray,
+    labels: np.ndarray,
+    words: np.ndarray,
+    categories: list[str],
+    n_permutations: int,
+    quantile: float,
+    seed: int,
 ) -> np.ndarray:
     """S0(c): the `quantile` of the category score over seeded word-level label permutations."""
     rng = np.random.default_rng(seed)
@@ -106,47 +113,79 @@ def score_codes(
     )
 
 
-def read_probe_cache(path: Path, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """One layer's probe activations [items, d_model] (float32), labels, words and the file's metadata."""
-    with h5py.File(path, "r") as handle:
-        activations = handle[PROBE_DATASET][layer].astype(np.float32)
-        labels = handle["category"][:].astype(str)
-        words = handle["word"][:].astype(str)
-        return activations, labels, words, dict(handle.attrs)
-
-
-def encode(sae_dir: Path, activations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def encode(ae: torch.nn.Module, activations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """SAE codes [items, F] of the activations and the unit decoder directions [F, d_model]."""
-    ae = load_sae(sae_dir)
     with torch.inference_mode():
         codes = ae.encode(torch.from_numpy(activations)).numpy()
         decoder = ae.decoder.weight.T.numpy()
     return codes, decoder / np.linalg.norm(decoder, axis=1, keepdims=True).clip(min=1e-12)
 
 
-def score_cell(
-    probes: Path, sae_dir: Path, out_path: Path, *, model: str, step: int, layer: int,
-    categories: list[str], settings: dict,
+def score_layer(
+    ae: torch.nn.Module,
+    probes: np.ndarray,
+    held_out: torch.Tensor,
+    labels: np.ndarray,
+    words: np.ndarray,
+    settings: dict,
 ) -> xr.Dataset:
-    """Score one (model, step, layer) cell and write it as a small netCDF file; return it."""
-    activations, labels, words, metadata = read_probe_cache(probes, layer)
-    unknown = sorted(set(labels) - set(categories) - {CONTROL})
+    """One cell: category scores of its SAE on the probe activations, and its quality on held-out activations."""
+    codes, directions = encode(ae, probes)
+    scores = score_codes(codes, labels, words, settings["categories"], settings["scoring"])
+    scores["best_direction"] = (("category", "hidden"), directions[scores["best_feature"].values].astype(np.float32))
+    for name, value in quality(ae, held_out.float()).items():
+        scores[name] = value
+    return scores
+
+
+def studied_sae_dirs(manifests: list[Path], layers: list[int]) -> dict[int, str]:
+    """Each studied layer's SAE folder, from the manifests of the groups that trained them (later ones win)."""
+    folders = {layer: folder for manifest in manifests for layer, folder in group_sae_dirs(manifest).items()}
+    missing = [layer for layer in layers if layer not in folders]
+    if missing:
+        raise ValueError(f"no SAE group among {[str(m) for m in manifests]} holds layer(s) {missing}")
+    return {layer: folders[layer] for layer in layers}
+
+
+def score_step(
+    checkpoint: Path,
+    probes: Path,
+    eval_tokens: Path,
+    manifests: list[Path],
+    layers: list[int],
+    settings: dict,
+    out_path: Path,
+    *,
+    model: str,
+    step: int,
+) -> xr.Dataset:
+    """Score every studied layer of one (model, step) and measure its SAEs' quality; write one netCDF file.
+
+    One forward pass over the probe set and one over the held-out evaluation split serve every layer.
+    """
+    folders = studied_sae_dirs(manifests, layers)
+    device = resolve_device(settings["device"])
+    network = load_model(checkpoint, device, forward_dtype(device, settings["gpu_dtype"]))
+    items = read_probes(probes)
+    labels = np.array([item.category for item in items])
+    words = np.array([item.word for item in items])
+    unknown = sorted(set(labels.tolist()) - set(settings["categories"]) - {CONTROL})
     if unknown:
         raise ValueError(f"probe file {probes} holds categories {unknown} that the config does not list")
-    codes, directions = encode(sae_dir, activations)
-    scores = score_codes(codes, labels, words, categories, settings)
-    best = scores["best_feature"].values
-    scores["best_direction"] = (("category", "hidden"), directions[best].astype(np.float32))
-    quality = read_json(Path(sae_dir) / "metrics.json")
-    for name, key in QUALITY_METRICS.items():
-        scores[name] = quality[key]
+    probe_acts = probe_activations(network, load_tokenizer(checkpoint), items, settings["forward_batch_size"])
+    evaluation = settings["evaluation"]
+    ids = token_rows(eval_tokens, checkpoint, "eval", evaluation["tokens"], evaluation["seq_len"])
+    held_out = layer_activations(network, ids, layers, settings["forward_batch_size"])
+    cells = [
+        score_layer(load_sae(folders[layer]), probe_acts[layer], held_out[layer], labels, words, settings).expand_dims(
+            layer=[layer]
+        )
+        for layer in layers
+    ]
+    scores = xr.concat(cells, "layer")
     scores.attrs.update(
-        {"model": model, "step": step, "layer": layer, **{k: metadata[k] for k in CHECKPOINT_ATTRS if k in metadata}}
+        {"model": model, "step": step, "eval_tokens": int(ids.numel()), **checkpoint_metadata(network, checkpoint)}
     )
     with atomic_path(out_path) as tmp:
         scores.to_netcdf(tmp, engine="h5netcdf")
     return scores
-
-
-CHECKPOINT_ATTRS = ("n_params", "tokens_seen", "d_model", "n_layers", "fingerprint")
-QUALITY_METRICS = {"variance_explained": "fraction_variance_explained", "l0": "l0", "dead_fraction": "dead_fraction"}

@@ -1,25 +1,28 @@
-"""The answer without a notebook: one readable table per model, printed from the cube."""
+"""The answer without a notebook: one readable table per model, printed from the cube and its analysis."""
 
 from __future__ import annotations
 
+import pandas as pd
 import xarray as xr
 from rich.console import Console
 from rich.table import Table
 
+from .analysis import Analysis
 from .tables import summary_frame
 
 
-def _cell(value) -> str:
+def _cell(value: object) -> str:
     """Missing values as '-', whole floats without their '.0'."""
-    if value is None or value != value or value == "":
+    if pd.isna(value) or value == "":
         return "-"
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
-def print_summary(cube: xr.Dataset, settings: dict, console: Console | None = None) -> None:
+def print_summary(cube: xr.Dataset, analysis: Analysis, console: Console | None = None) -> None:
     """Each category's emergence step, emergence layer, scale threshold and reactivations, per model."""
     console = console or Console()
-    frame, summary = summary_frame(cube, settings)
+    settings = analysis.settings
+    frame, summary = summary_frame(cube, analysis)
     final = summary["final_step"]
     console.print(
         f"represented: score >= {settings['tau']}, score - null >= {settings['margin']}, "
@@ -28,12 +31,24 @@ def print_summary(cube: xr.Dataset, settings: dict, console: Console | None = No
     for model, rows in frame.groupby("model", sort=False):
         rho = summary["spearman_frequency_vs_emergence_step"][model]["rho"]
         table = Table(title=f"{model}  (Spearman planted frequency vs emergence step: {_cell(rho and round(rho, 2))})")
-        for header in ("category", "planted freq", "emerges at step (layer)", f"layer @ step {final}",
-                       f"scale @ step {final}", "reactivations l1>l2>l3@step"):
+        for header in (
+            "category",
+            "planted freq",
+            "emerges at step (layer)",
+            f"layer @ step {final}",
+            f"scale @ step {final}",
+            "reactivations l1>l2>l3@step",
+        ):
             table.add_column(header, overflow="fold")
         for row in rows.itertuples():
             step = _cell(row.emergence_step)
             emerged = step if step == "-" else f"{step} (layer {_cell(row.emergence_step_layer)})"
-            table.add_row(row.category, f"{row.planted_frequency:g}", emerged, _cell(row.emergence_layer),
-                          _cell(row.scale_threshold), _cell(row.reactivations))
+            table.add_row(
+                row.category,
+                f"{row.planted_frequency:g}",
+                emerged,
+                _cell(row.emergence_layer),
+                _cell(row.scale_threshold),
+                _cell(row.reactivations),
+            )
         console.print(table)

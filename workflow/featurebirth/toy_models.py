@@ -21,7 +21,6 @@ from .io import atomic_dir, write_json
 from .layout import CHECKPOINT_METADATA
 
 
-
 def neox_config(spec: dict, vocab_size: int, seq_len: int, eos_id: int) -> GPTNeoXConfig:
     """A Pythia-style GPT-NeoX config (parallel residual, partial rotary) of the given size."""
     return GPTNeoXConfig(

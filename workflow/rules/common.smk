@@ -1,21 +1,26 @@
-"""Paths, wildcard constraints and per-cell parameters shared by every stage."""
+"""Wildcard constraints, input functions and per-job parameters shared by every stage.
+
+Paths come from featurebirth.layout, settings from featurebirth.config: this file only connects them.
+"""
 
 import functools
-import inspect
 import json
 import os
 import re
 import shlex
 
-from snakemake.common import overwrite_function_params
-
-from featurebirth.config import grid, model_layers, model_spec, sae_settings
-from featurebirth.layout import cube_path, score_path
+from featurebirth import layout
+from featurebirth.config import (
+    corpus_settings,
+    cube_settings,
+    layer_groups,
+    model_layers,
+    model_spec,
+    sae_training_settings,
+    scoring_settings,
+)
 
 RESULTS = config["results"]
-LOGS = f"{RESULTS}/logs"
-TABLES = ["emergence_steps", "emergence_layers", "scale_thresholds", "reactivation", "summary_table"]
-FIGURES = ["emergence", "scale", "reactivation"]
 MODEL_NAMES = "|".join(re.escape(name) for name in config["models"])
 NEVER = "(?!x)x"  # a wildcard pattern that matches nothing, for an empty model list
 TOY_MODELS = "|".join(re.escape(n) for n, m in config["models"].items() if m["source"] == "toy") or NEVER
@@ -25,29 +30,22 @@ HUB_MODELS = "|".join(re.escape(n) for n, m in config["models"].items() if m["so
 wildcard_constraints:
     model=MODEL_NAMES,
     step=r"\d+",
-    layer=r"\d+",
     layers=r"\d+(-\d+)*",
-
-
-def per_job(function):
-    """Declare a per-job callable's parameters once, so Snakemake need not inspect it again for each job."""
-    overwrite_function_params(function, inspect.signature(function).parameters)
-    return function
 
 
 def grows(base: int):
     """A resource that grows with each retry (base, 2 x base, ...), so a job killed for time or memory can pass."""
-    return per_job(lambda wildcards, attempt: base * attempt)
+    return lambda wildcards, attempt: base * attempt
 
 
 def model_grows(resource: str, base: int):
     """Like grows(), from the larger of `base` and the model's own floor (models.<name>.resources)."""
     floors = {name: max(base, model.get("resources", {}).get(resource, 0)) for name, model in config["models"].items()}
-    return per_job(lambda wildcards, attempt: floors[wildcards.model] * attempt)
+    return lambda wildcards, attempt: floors[wildcards.model] * attempt
 
 
 def as_arg(data) -> str:
-    """A JSON value quoted for the shell: per-cell settings travel as one argument."""
+    """A JSON value quoted for the shell: a stage's settings travel as one argument."""
     return shlex.quote(json.dumps(data, sort_keys=True))
 
 
@@ -58,61 +56,65 @@ def is_hub(model: str) -> bool:
 def per_model(settings):
     """A params function giving each model its own settings, quoted once per plan rather than once per job."""
     quoted = {model: as_arg(settings(config, model)) for model in config["models"]}
-    return per_job(lambda wildcards: quoted[wildcards.model])
+    return lambda wildcards: quoted[wildcards.model]
 
 
-@per_job
-def model_dir(wildcards) -> str:
+def hub_settings(config: dict, model: str) -> dict:
+    """What the prefetch of a hub model reads."""
+    return {"model": model_spec(config, model), "hub": config["hub"]}
+
+
+STUDIED_LAYERS = {model: layout.layer_group(model_layers(config, model)) for model in config["models"]}
+
+
+def studied_layers(wildcards) -> str:
+    return STUDIED_LAYERS[wildcards.model]
+
+
+def checkpoint(wildcards) -> str:
     """The checkpoint a (model, step) loads from: a toy folder, or the hub revision's prefetch pointer."""
     if is_hub(wildcards.model):
-        return f"{RESULTS}/hub/{wildcards.model}/step{wildcards.step}.json"
-    return f"{RESULTS}/models/{wildcards.model}/step{wildcards.step}"
+        return layout.hub_pointer(RESULTS, wildcards.model, wildcards.step)
+    return layout.toy_checkpoint(RESULTS, wildcards.model, wildcards.step)
 
 
-def sae_metrics(model: str, step, layer) -> str:
-    """The metrics file of a cell's SAE: its presence means the SAE is trained."""
-    return f"{RESULTS}/sae/{model}/step{step}/layer{layer}/metrics.json"
-
-
-def cache_name(layers) -> str:
-    """File name of a training cache holding `layers`, e.g. train-0-1-2.h5."""
-    return f"train-{'-'.join(map(str, layers))}.h5"
+def split_tokens(split_text: str):
+    """Toy models read the corpus's token ids; hub models tokenise the split's text with their own tokenizer."""
+    return lambda wildcards: layout.corpus_file(RESULTS, split_text if is_hub(wildcards.model) else "tokens")
 
 
 @functools.cache
-def layers_without_sae(model: str, step: str) -> tuple[int, ...]:
-    """The studied layers of (model, step) whose SAE is not trained yet (checked once per plan)."""
-    return tuple(layer for layer in model_layers(config, model) if not os.path.exists(sae_metrics(model, step, layer)))
+def sae_groups(model: str, step: str) -> tuple[str, ...]:
+    """The layer groups whose SAE jobs cover the studied layers of (model, step).
 
-
-@per_job
-def training_cache(wildcards) -> str:
-    """The temporary training cache an SAE reads, named by the layers it holds (train-0-1-2.h5).
-
-    One forward pass caches every layer of (model, step) whose SAE is missing, so an added layer
-    gets a cache of its own. A trained SAE keeps naming the cache it was trained from (recorded in
-    its metrics), a temporary file no job remakes: its input set is unchanged and it is not redone.
+    Groups already trained are read from their manifests' names (layout.trained_groups: which files
+    exist, never what they hold); a layer counts as trained when its group's manifest and its own
+    SAE files exist. The other layers are cut into new groups of sae.layers_per_job. So adding a
+    layer trains only that layer, a trained group keeps its name, and a deleted SAE file is retrained.
     """
-    model, step, layer = wildcards.model, wildcards.step, int(wildcards.layer)
-    missing = layers_without_sae(model, step)
-    folder = f"{RESULTS}/activations/{model}/step{step}"
-    if layer in missing:
-        return f"{folder}/{cache_name(missing)}"
-    with open(sae_metrics(model, step, layer)) as handle:
-        recorded = json.load(handle).get("training_cache")
-    return f"{folder}/{recorded or cache_name(model_layers(config, model))}"
+    studied = model_layers(config, model)
+    kept, covered = [], set()
+    for group in layout.trained_groups(RESULTS, model, step):
+        complete = {layer for layer in group if all(map(os.path.exists, layout.sae_files(RESULTS, model, step, layer)))}
+        if complete & set(studied):
+            kept.append(layout.layer_group(group))
+        covered |= complete
+    missing = [layer for layer in studied if layer not in covered]
+    return tuple(kept + [layout.layer_group(group) for group in layer_groups(config, model, missing)])
 
 
-@per_job
-def training_tokens(wildcards) -> str:
-    """Toy models read the corpus's token ids; hub models tokenise its text with their own tokenizer."""
-    return f"{RESULTS}/corpus/sae.txt" if is_hub(wildcards.model) else f"{RESULTS}/corpus/tokens.h5"
+def trained_saes(wildcards) -> list[str]:
+    """The SAE-job manifests a score job waits for: every studied layer of its (model, step)."""
+    return [
+        layout.sae_group(RESULTS, wildcards.model, wildcards.step, group)
+        for group in sae_groups(wildcards.model, wildcards.step)
+    ]
 
 
 def all_scores() -> list[str]:
-    return [score_path(RESULTS, model, step, layer) for model, step, layer in grid(config)]
+    return [layout.score_path(RESULTS, model, step) for model in config["models"] for step in config["steps"]]
 
 
 def all_figures() -> list[str]:
-    heatmaps = [f"{RESULTS}/figures/heatmaps/{model}.png" for model in config["models"]]
-    return heatmaps + [f"{RESULTS}/figures/{figure}.png" for figure in FIGURES]
+    heatmaps = [layout.heatmap_path(RESULTS, model) for model in config["models"]]
+    return heatmaps + [layout.figure_path(RESULTS, figure) for figure in layout.FIGURES]

@@ -1,4 +1,4 @@
-"""Corpus with planted categories, its tokenizer, token ids and the probe set (once)."""
+"""Corpus with planted categories, its tokenizer, token ids per split and the probe set (once)."""
 
 
 localrules:
@@ -7,21 +7,24 @@ localrules:
 
 rule corpus:
     output:
-        tokens=f"{RESULTS}/corpus/tokens.h5",
-        probes=f"{RESULTS}/corpus/probes.tsv",
-        tokenizer=directory(f"{RESULTS}/corpus/tokenizer"),
-        train_text=f"{RESULTS}/corpus/train.txt",
-        sae_text=f"{RESULTS}/corpus/sae.txt",
-        lexicon=f"{RESULTS}/corpus/lexicon.json",
-    params:
-        spec=lambda wc: as_arg({"corpus": config["corpus"], "probes": config["probes"]}),
-        out_dir=lambda wc, output: os.path.dirname(output.tokens),
+        **{
+            name: (
+                directory(layout.corpus_file(RESULTS, name))
+                if name == "tokenizer"
+                else layout.corpus_file(RESULTS, name)
+            )
+            for name in layout.CORPUS_FILES
+        },
     log:
-        f"{LOGS}/corpus.log",
+        layout.log_for(RESULTS, layout.corpus_dir(RESULTS)),
     conda:
         "../../envs/featurebirth.yaml"
     resources:
         mem_mb=grows(2000),
         runtime=grows(10),
+    params:
+        # a function: the probe templates hold '{word}', which would read as a wildcard
+        settings=lambda wildcards: as_arg(corpus_settings(config)),
+        out_dir=lambda wildcards, output: os.path.dirname(output.tokens),
     shell:
-        "python -m featurebirth corpus --spec {params.spec} --out {params.out_dir} > {log} 2>&1"
+        "python -m featurebirth corpus --settings {params.settings} --out-dir {params.out_dir} > {log} 2>&1"

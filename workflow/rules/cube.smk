@@ -1,4 +1,4 @@
-"""Every cell into one cube, then the answers as tables: aggregation runs locally, never on the cluster."""
+"""Every scored checkpoint into one cube, then the analysis and its tables: aggregation runs locally."""
 
 
 localrules:
@@ -10,41 +10,43 @@ rule cube:
     input:
         all_scores(),
     output:
-        cube_path(RESULTS),
-    params:
-        # a function: the config holds '{word}' templates that would read as wildcards
-        config=lambda wildcards: as_arg(config),
-        # JSON keys are sorted: the config's order of models and categories travels separately
-        order=as_arg({"models": list(config["models"]), "categories": list(config["corpus"]["categories"])}),
+        layout.cube_path(RESULTS),
     log:
-        f"{LOGS}/cube.log",
+        layout.log_for(RESULTS, layout.cube_path(RESULTS)),
     conda:
         "../../envs/featurebirth.yaml"
     threads: 1
     resources:
         mem_mb=grows(4000),
         runtime=grows(30),
+    params:
+        # a function: the provenance config holds '{word}' templates that would read as wildcards
+        settings=lambda wildcards: as_arg(cube_settings(config)),
     shell:
-        "python -m featurebirth cube --config {params.config} --order {params.order} --out {output} > {log} 2>&1"
+        "python -m featurebirth cube --settings {params.settings} --out {output} {input} > {log} 2>&1"
 
 
 rule tables:
     input:
         rules.cube.output,
     output:
-        **{name: report(f"{RESULTS}/tables/{name}.tsv", caption="../report/tables.rst", category="Tables")
-           for name in TABLES},
-        summary=f"{RESULTS}/tables/summary.json",
-    params:
-        settings=as_arg(config["analysis"]),
-        out_dir=lambda wildcards, output: os.path.dirname(output.summary),
+        **{
+            name: report(layout.table_path(RESULTS, name), caption="../report/tables.rst", category="Tables")
+            for name in layout.TABLES
+        },
+        summary=layout.summary_path(RESULTS),
+        analysis=layout.analysis_path(RESULTS),
     log:
-        f"{LOGS}/tables.log",
+        layout.log_for(RESULTS, layout.tables_dir(RESULTS)),
     conda:
         "../../envs/featurebirth.yaml"
     threads: 1
     resources:
         mem_mb=grows(4000),
         runtime=grows(30),
+    params:
+        settings=as_arg(config["analysis"]),
+        out_dir=lambda wildcards, output: os.path.dirname(output.summary),
     shell:
-        "python -m featurebirth tables --cube {input} --settings {params.settings} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m featurebirth tables --cube {input} --settings {params.settings} --out-dir {params.out_dir}"
+        " --analysis {output.analysis} > {log} 2>&1"

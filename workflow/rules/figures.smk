@@ -1,4 +1,4 @@
-"""Seaborn figures of the cube, each registered with the Snakemake report."""
+"""Seaborn figures of the cube and its analysis, each registered with the Snakemake report."""
 
 
 localrules:
@@ -8,46 +8,54 @@ localrules:
 
 rule heatmaps:
     input:
-        rules.cube.output,
+        cube=rules.cube.output,
+        analysis=rules.tables.output.analysis,
     output:
         report(
-            f"{RESULTS}/figures/heatmaps/{{model}}.png",
+            layout.heatmap_path(RESULTS, "{model}"),
             caption="../report/heatmaps.rst",
             category="Figures",
             subcategory="Heatmaps",
             labels={"model": "{model}"},
         ),
     log:
-        f"{LOGS}/figures/heatmaps/{{model}}.log",
+        layout.log_for(RESULTS, layout.heatmap_path(RESULTS, "{model}")),
     conda:
         "../../envs/featurebirth.yaml"
     threads: 1
     resources:
         mem_mb=grows(2000),
         runtime=grows(15),
+    params:
+        settings=as_arg(config["figures"]),
     shell:
-        "python -m featurebirth figure heatmaps --model {wildcards.model} --cube {input} --out {output} > {log} 2>&1"
+        "python -m featurebirth figure heatmaps --model {wildcards.model} --cube {input.cube}"
+        " --analysis {input.analysis} --settings {params.settings} --out {output} > {log} 2>&1"
 
 
 rule figure:
     input:
-        rules.cube.output,
+        cube=rules.cube.output,
+        analysis=rules.tables.output.analysis,
     output:
         report(
-            f"{RESULTS}/figures/{{figure}}.png",
+            layout.figure_path(RESULTS, "{figure}"),
             caption="../report/figures.rst",
             category="Figures",
             labels={"figure": "{figure}"},
         ),
-    wildcard_constraints:
-        figure="emergence|scale|reactivation",
     log:
-        f"{LOGS}/figures/{{figure}}.log",
+        layout.log_for(RESULTS, layout.figure_path(RESULTS, "{figure}")),
+    wildcard_constraints:
+        figure="|".join(layout.FIGURES),
     conda:
         "../../envs/featurebirth.yaml"
     threads: 1
     resources:
         mem_mb=grows(2000),
         runtime=grows(15),
+    params:
+        settings=as_arg(config["figures"]),
     shell:
-        "python -m featurebirth figure {wildcards.figure} --cube {input} --out {output} > {log} 2>&1"
+        "python -m featurebirth figure {wildcards.figure} --cube {input.cube} --analysis {input.analysis}"
+        " --settings {params.settings} --out {output} > {log} 2>&1"

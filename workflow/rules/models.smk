@@ -11,35 +11,31 @@ rule toy_model:
         tokens=rules.corpus.output.tokens,
         tokenizer=rules.corpus.output.tokenizer,
     output:
-        directory(f"{RESULTS}/models/{{model}}/step{{step}}"),
+        directory(layout.toy_checkpoint(RESULTS, "{model}", "{step}")),
+    log:
+        layout.log_for(RESULTS, layout.toy_checkpoint(RESULTS, "{model}", "{step}")),
     wildcard_constraints:
         model=TOY_MODELS,
-    params:
-        spec=per_model(model_spec),
-    log:
-        f"{LOGS}/models/{{model}}/step{{step}}.log",
     conda:
         "../../envs/featurebirth.yaml"
     threads: 1
     resources:
         mem_mb=model_grows("mem_mb", 2000),
         runtime=model_grows("runtime", 30),
+    params:
+        settings=per_model(model_spec),
     shell:
         "python -m featurebirth --threads {threads} train-model --model {wildcards.model} --step {wildcards.step}"
-        " --spec {params.spec} --tokens {input.tokens} --tokenizer {input.tokenizer} --out {output} > {log} 2>&1"
+        " --settings {params.settings} --tokens {input.tokens} --tokenizer {input.tokenizer} --out {output} > {log} 2>&1"
 
 
 rule prefetch:
     output:
-        f"{RESULTS}/hub/{{model}}/step{{step}}.json",
+        layout.hub_pointer(RESULTS, "{model}", "{step}"),
+    log:
+        layout.log_for(RESULTS, layout.hub_pointer(RESULTS, "{model}", "{step}")),
     wildcard_constraints:
         model=HUB_MODELS,
-    params:
-        spec=per_model(model_spec),
-        cache_dir=config["hub"]["cache_dir"],
-        offline="--offline" if config["hub"]["offline_prefetch"] else "",
-    log:
-        f"{LOGS}/hub/{{model}}/step{{step}}.log",
     conda:
         "../../envs/featurebirth.yaml"
     threads: 1
@@ -47,6 +43,8 @@ rule prefetch:
         # a download: little memory whatever the model, but time grows with its size
         mem_mb=grows(2000),
         runtime=model_grows("runtime", 120),
+    params:
+        settings=per_model(hub_settings),
     shell:
         "HF_HUB_OFFLINE=0 python -m featurebirth prefetch --model {wildcards.model} --step {wildcards.step}"
-        " --spec {params.spec} --cache-dir {params.cache_dir} {params.offline} --out {output} > {log} 2>&1"
+        " --settings {params.settings} --out {output} > {log} 2>&1"

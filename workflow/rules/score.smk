@@ -1,25 +1,30 @@
-"""Score per (model, step, layer): encode the probe activations with the cell's SAE."""
+"""Score per (model, step): every studied layer's SAE on the probe set, and its quality on held-out text.
+
+Scoring and evaluation settings are this job's alone: changing them rescores without retraining an SAE.
+"""
 
 
 rule score:
     input:
-        probes=f"{RESULTS}/activations/{{model}}/step{{step}}/probes.h5",
-        # written last by the SAE job, after its weights and config
-        metrics=rules.sae.output.metrics,
+        checkpoint=checkpoint,
+        probes=rules.corpus.output.probes,
+        eval_tokens=split_tokens("eval_text"),
+        saes=trained_saes,
     output:
-        score_path(RESULTS, "{model}", "{step}", "{layer}"),
-    params:
-        categories=as_arg(list(config["corpus"]["categories"])),
-        settings=as_arg(config["scoring"]),
+        layout.score_path(RESULTS, "{model}", "{step}"),
     log:
-        f"{LOGS}/scores/{{model}}/step{{step}}/layer{{layer}}.log",
+        layout.log_for(RESULTS, layout.score_path(RESULTS, "{model}", "{step}")),
     conda:
         "../../envs/featurebirth.yaml"
     threads: 1
     resources:
-        mem_mb=grows(2000),
-        runtime=grows(15),
+        mem_mb=model_grows("mem_mb", 4000),
+        runtime=model_grows("runtime", 30),
+    params:
+        settings=as_arg(scoring_settings(config)),
+        layers=studied_layers,
     shell:
         "python -m featurebirth --threads {threads} score --model {wildcards.model} --step {wildcards.step}"
-        " --layer {wildcards.layer} --probes {input.probes} --sae-dir $(dirname {input.metrics})"
-        " --categories {params.categories} --settings {params.settings} --out {output} > {log} 2>&1"
+        " --layers {params.layers} --checkpoint {input.checkpoint} --probes {input.probes}"
+        " --eval-tokens {input.eval_tokens} --settings {params.settings} --saes {input.saes}"
+        " --out {output} > {log} 2>&1"

@@ -1,0 +1,364 @@
+"""The analysis computed once (`analyse`), stored losslessly, and shown by the tables, figures and summary unchanged."""
+
+from pathlib import Path
+import io
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from featurebirth import layout
+from featurebirth import emergence as em
+from featurebirth import figures
+from featurebirth.analysis import ARRAY_FIELDS, analyse, read_analysis, write_analysis
+from featurebirth.cube import duplicate_steps
+from featurebirth.summary import print_summary
+from featurebirth.tables import (
+    EMERGENCE_LAYER_COLUMNS,
+    EMERGENCE_STEP_COLUMNS,
+    SCALE_COLUMNS,
+    SUMMARY_COLUMNS,
+    summary_frame,
+    write_tables,
+)
+from rich.console import Console
+from test_emergence import HIGH, LOW, MID, SETTINGS, STEPS5, cube_of, over_layers
+
+TABLES = {
+    "emergence_steps": EMERGENCE_STEP_COLUMNS,
+    "emergence_layers": EMERGENCE_LAYER_COLUMNS,
+    "scale_thresholds": SCALE_COLUMNS,
+    "reactivation": em.REACTIVATION_COLUMNS,
+    "summary_table": SUMMARY_COLUMNS,
+}
+
+
+def planted_order_cube() -> xr.Dataset:
+    """One model, one layer: c0 (most frequent) emerges at step 1, c1 at step 2, c2 at step 4, c3 never."""
+    scores = np.full((5, 1, 4), LOW)
+    for category, first in {0: 1, 1: 2, 2: 3}.items():
+        scores[first:, 0, category] = HIGH
+    return cube_of({"m": scores}, {"m": 10}, STEPS5)
+
+
+def rich_cube() -> xr.Dataset:
+    """Three models of different depths over five steps, with emergence, reactivation and categories that never emerge."""
+    rng = np.random.default_rng(3)
+
+    def scores(n_layers: int) -> np.ndarray:
+        values = rng.choice([LOW, 0.5, MID, 0.85, HIGH], size=(len(STEPS5), n_layers, 4), p=[0.3, 0.1, 0.1, 0.1, 0.4])
+        values[:, :, 3] = LOW
+        return values
+
+    cube = cube_of({"a": scores(3), "b": scores(5), "c": scores(4)}, {"a": 100, "b": 300, "c": 200}, STEPS5)
+    cube["direction_cosine"][:] = rng.uniform(-1, 1, cube["direction_cosine"].shape)
+    cube["step"].attrs["units"] = "optimizer steps"
+    cube["score"].attrs["description"] = "category score"
+    return cube
+
+
+def equal_size_cube(represented_models: tuple[str, ...]) -> xr.Dataset:
+    """Two models with the same parameter count, 'first' listed before 'second'; only `represented_models` represent c0."""
+    scores = {name: np.full((1, 2, 1), HIGH if name in represented_models else LOW) for name in ("first", "second")}
+    return cube_of(scores, {"first": 10, "second": 10}, [3])
+
+
+def one_dip_cube() -> xr.Dataset:
+    """One model at step 3: represented at layer 0, dipped at layer 1, back at layer 2; decoder cosines 0.75."""
+    cube = cube_of({"m": over_layers([HIGH, LOW, HIGH])}, {"m": 10}, [3])
+    cube["direction_cosine"][:] = 0.75
+    return cube
+
+
+def duplicate_cube() -> xr.Dataset:
+    """One model whose steps 2 and 4 have the same weights (fingerprint f2)."""
+    cube = cube_of({"m": np.array([LOW, HIGH, HIGH, HIGH, HIGH])[:, None, None]}, {"m": 10}, STEPS5)
+    fingerprints = np.array([["f0", "f1", "f2", "f2", "f4"]])
+    cube["fingerprint"] = (("model", "step"), fingerprints)
+    cube["duplicate_checkpoint"] = (("model", "step"), duplicate_steps(fingerprints.astype(object)))
+    return cube
+
+
+@pytest.mark.parametrize("make_cube", [rich_cube, planted_order_cube, duplicate_cube, lambda: equal_size_cube(())])
+def test_write_then_read_is_lossless(make_cube, tmp_path):
+    analysis = analyse(make_cube(), {**SETTINGS, "allow_duplicate_checkpoints": True})
+    path = tmp_path / "analysis.nc"
+    write_analysis(analysis, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["analysis.nc"]  # written under a temporary name, then renamed
+    back = read_analysis(path)
+    for name in ARRAY_FIELDS:
+        xr.testing.assert_identical(getattr(back, name), getattr(analysis, name))
+        assert getattr(back, name).dtype == getattr(analysis, name).dtype
+    pd.testing.assert_frame_equal(back.reactivation, analysis.reactivation)
+    assert (back.settings, back.spearman, back.duplicates) == (
+        analysis.settings,
+        analysis.spearman,
+        analysis.duplicates,
+    )
+    assert back.equals(analysis)
+    with xr.open_dataset(path, engine="h5netcdf") as stored:
+        assert json.loads(stored.attrs["settings"]) == {**SETTINGS, "allow_duplicate_checkpoints": True}
+        assert stored.sizes["event"] == len(analysis.reactivation)
+
+
+def test_rich_cube_has_the_events_the_round_trip_covers():
+    analysis = analyse(rich_cube(), SETTINGS)
+    assert analysis.reactivation["feature_verdict"].value_counts().to_dict() == {"new": 9, "returns": 3}
+    assert (int(analysis.emergence_step.isnull().sum()), int(analysis.emergence_step.notnull().sum())) == (30, 30)
+    assert sorted(set(analysis.scale_model.values.ravel())) == ["", "a", "b", "c"]
+    assert int(analysis.represented.sum()) == 93
+
+
+def test_analysis_arrays_have_the_documented_dimensions():
+    analysis = analyse(rich_cube(), SETTINGS)
+    dims = {name: getattr(analysis, name).dims for name in ARRAY_FIELDS}
+    assert dims == {
+        "represented": ("model", "step", "layer", "category"),
+        "emergence_step": ("model", "layer", "category"),
+        "emergence_layer": ("model", "step", "category"),
+        "earliest_step": ("model", "category"),
+        "earliest_layer": ("model", "category"),
+        "scale_threshold": ("step", "category", "depth_bin"),
+        "scale_model": ("step", "category", "depth_bin"),
+    }
+    assert analysis.represented.dtype == bool
+    assert analysis.scale_threshold["depth_bin"].values.tolist() == ["all", "0-33%", "33-67%", "67-100%"]
+
+
+def test_the_analysis_follows_the_planted_order():
+    analysis = analyse(planted_order_cube(), SETTINGS)
+    assert analysis.settings == SETTINGS
+    steps = analysis.emergence_step.sel(model="m", layer=0).values
+    assert steps[:3].tolist() == [1, 2, 4] and np.isnan(steps[3])
+    assert analysis.earliest_step.sel(model="m").values[:3].tolist() == [1, 2, 4]
+    assert analysis.earliest_layer.sel(model="m").values[:3].tolist() == [0, 0, 0]
+    assert int(analysis.represented.sum()) == 4 + 3 + 2
+    assert analysis.emergence_layer.sel(model="m", step=8).values[:3].tolist() == [0, 0, 0]
+    assert analysis.scale_threshold.sel(step=8, depth_bin="all").values[:3].tolist() == [10, 10, 10]
+    assert analysis.scale_model.sel(step=8, depth_bin="all").values.tolist() == ["m", "m", "m", ""]
+    assert analysis.reactivation.empty
+    assert analysis.spearman == {"m": {"rho": pytest.approx(-1.0), "p_value": pytest.approx(0.0), "n_categories": 4}}
+
+
+@pytest.mark.parametrize(
+    "override", [{"tau": 0.99}, {"margin": 0.5}, {"min_variance_explained": 0.95}], ids=lambda o: next(iter(o))
+)
+def test_represented_follows_the_settings(override):
+    analysis = analyse(planted_order_cube(), {**SETTINGS, **override})
+    assert analysis.settings == {**SETTINGS, **override}
+    assert int(analysis.represented.sum()) == 0
+    assert np.isnan(analysis.earliest_step).all()
+
+
+@pytest.mark.parametrize(
+    "override, verdicts", [({}, ["returns"]), ({"return_cosine": 0.8}, ["new"]), ({"tau_low": 0.2}, [])]
+)
+def test_reactivation_follows_the_settings(override, verdicts):
+    cube = one_dip_cube()
+    assert analyse(cube, {**SETTINGS, **override}).reactivation["feature_verdict"].tolist() == verdicts
+
+
+@pytest.mark.parametrize(
+    "represented_models, expected",
+    [(("first",), "first"), (("second",), "second"), (("first", "second"), "first")],
+)
+def test_scale_threshold_names_the_represented_model_among_equal_sizes(represented_models, expected, tmp_path):
+    cube = equal_size_cube(represented_models)
+    analysis = analyse(cube, SETTINGS)
+    assert analysis.scale_model.sel(step=3, category="c0", depth_bin="all").item() == expected
+    assert analysis.scale_threshold.sel(step=3, category="c0", depth_bin="all").item() == 10
+    write_tables(cube, analysis, layout.tables_dir(tmp_path))
+    scale = pd.read_csv(layout.table_path(tmp_path, "scale_thresholds"), sep="\t", comment="#")
+    assert scale.loc[scale["depth_bin"] == "all", "threshold_model"].tolist() == [expected]
+    summary = pd.read_csv(layout.table_path(tmp_path, "summary_table"), sep="\t", comment="#")
+    assert summary["scale_threshold"].tolist() == [expected, expected]
+
+
+def test_duplicate_checkpoints_are_refused_unless_allowed():
+    cube = duplicate_cube()
+    assert cube["duplicate_checkpoint"].values.tolist() == [[False, False, True, True, False]]
+    with pytest.raises(em.DuplicateCheckpointError, match=r"m step 2 \(f2\), m step 4 \(f2\)"):
+        analyse(cube, SETTINGS)
+    allowed = analyse(cube, {**SETTINGS, "allow_duplicate_checkpoints": True})
+    assert int(allowed.represented.sum()) == 4
+    expected = [{"model": "m", "step": 2, "fingerprint": "f2"}, {"model": "m", "step": 4, "fingerprint": "f2"}]
+    assert allowed.duplicates == expected
+    _, summary = summary_frame(cube, allowed)
+    assert summary["duplicate_checkpoints"] == expected
+
+
+def test_tables_are_cut_from_the_analysis(tmp_path):
+    cube = planted_order_cube()
+    summary = write_tables(cube, analyse(cube, SETTINGS), layout.tables_dir(tmp_path))
+    for name, columns in TABLES.items():
+        path = Path(layout.table_path(tmp_path, name))
+        header = [line for line in path.read_text().splitlines() if line.startswith("#")]
+        assert header[1:] == [f"# {column}: {text}" for column, text in columns.items()]
+        assert pd.read_csv(path, sep="\t", comment="#").columns.tolist() == list(columns)
+    steps = pd.read_csv(layout.table_path(tmp_path, "emergence_steps"), sep="\t", comment="#")
+    assert steps["emergence_step"].tolist()[:3] == [1, 2, 4]
+    assert steps["tokens_seen"].tolist()[:3] == [1000, 2000, 4000]
+    table = pd.read_csv(layout.table_path(tmp_path, "summary_table"), sep="\t", comment="#")
+    assert table["emergence_step"].tolist()[:3] == [1, 2, 4] and np.isnan(table["emergence_step"][3])
+    assert table["emergence_step_layer"].tolist()[:3] == [0, 0, 0]
+    assert json.loads(Path(layout.summary_path(tmp_path)).read_text()) == summary
+    assert summary["settings"] == SETTINGS
+    assert summary["final_step"] == 8
+    assert (summary["represented_cells"], summary["represented_at_step0"], summary["reactivation_events"]) == (9, 0, 0)
+    assert summary["spearman_frequency_vs_emergence_step"]["m"]["rho"] == pytest.approx(-1.0)
+    assert [row["emergence_step"] for row in summary["categories"]] == [1, 2, 4, None]
+
+
+def test_scale_table_has_one_row_per_depth_bin_step_and_category(tmp_path):
+    small, large = np.array([[[LOW], [HIGH]]]), np.array([[[HIGH], [LOW], [LOW], [LOW]]])
+    cube = cube_of({"small": small, "large": large}, {"small": 100, "large": 1000}, [7])
+    write_tables(cube, analyse(cube, SETTINGS), layout.tables_dir(tmp_path))
+    scale = pd.read_csv(layout.table_path(tmp_path, "scale_thresholds"), sep="\t", comment="#", keep_default_na=False)
+    assert scale["depth_bin"].tolist() == ["all", "0-33%", "33-67%", "67-100%"]
+    assert scale["threshold_model"].tolist() == ["small", "large", "", "small"]
+    assert scale["threshold_params"].tolist() == ["100", "1000", "", "100"]
+
+
+def test_reactivation_table_lists_the_events(tmp_path):
+    cube = one_dip_cube()
+    write_tables(cube, analyse(cube, SETTINGS), layout.tables_dir(tmp_path))
+    events = pd.read_csv(layout.table_path(tmp_path, "reactivation"), sep="\t", comment="#")
+    assert events[["model", "step", "category", "l1", "l2", "l3"]].values.tolist() == [["m", 3, "c0", 0, 1, 2]]
+    assert events[["score_l1", "score_l2", "score_l3", "cosine_l3_l1"]].values.tolist() == [[HIGH, LOW, HIGH, 0.75]]
+    assert events["feature_verdict"].tolist() == ["returns"]
+    summary = pd.read_csv(layout.table_path(tmp_path, "summary_table"), sep="\t", comment="#")
+    assert summary["reactivations"].tolist() == ["0>1>2@3"]
+
+
+@pytest.fixture
+def forbid_recomputation(monkeypatch):
+    """A switch: once called, every analysis kernel raises, so whatever is shown must come from the Analysis."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the analysis was recomputed")
+
+    def forbid() -> None:
+        for name in KERNELS:
+            monkeypatch.setattr(em, name, refuse)
+
+    return forbid
+
+
+KERNELS = (
+    "represented",
+    "emergence_step",
+    "emergence_layer",
+    "earliest_emergence",
+    "smallest_model",
+    "scale_threshold",
+    "depth_binned",
+    "reactivation_events",
+    "spearman_by_model",
+    "duplicate_checkpoints",
+    "dip_events",
+    "first_persistent",
+)
+
+
+def stored_config_disagrees(cube: xr.Dataset) -> xr.Dataset:
+    """The cube's provenance config holds other thresholds: anything that read it would show them."""
+    cube.attrs["config"] = json.dumps({"analysis": {**SETTINGS, "tau": 0.11, "tau_low": 0.01, "persistence": 0}})
+    return cube
+
+
+def test_tables_and_summary_do_not_recompute(tmp_path, forbid_recomputation):
+    cube = stored_config_disagrees(planted_order_cube())
+    analysis = analyse(cube, SETTINGS)
+    forbid_recomputation()
+    with pytest.raises(AssertionError, match="recomputed"):
+        em.represented(cube, SETTINGS)
+    summary = write_tables(cube, analysis, layout.tables_dir(tmp_path))
+    assert (summary["settings"]["tau"], summary["represented_cells"]) == (0.8, 9)
+    console = Console(record=True, width=200, file=io.StringIO())
+    print_summary(cube, analysis, console)
+    assert "score >= 0.8" in console.export_text()
+
+
+def test_print_summary_shows_the_analysis(tmp_path):
+    cube = planted_order_cube()
+    console = Console(record=True, width=200, file=io.StringIO())
+    print_summary(cube, analyse(cube, {**SETTINGS, "tau": 0.9}), console)
+    text = console.export_text()
+    assert "represented: score >= 0.9, score - null >= 0.2, SAE variance explained >= 0.5; persistence 1" in text
+    assert "m  (Spearman planted frequency vs emergence step: -1)" in text
+    rows = [line.split("│")[1:-1] for line in text.splitlines() if line.startswith("│")]
+    assert [[cell.strip() for cell in row] for row in rows] == [
+        ["c0", "1", "1 (layer 0)", "0", "m", "-"],
+        ["c1", "0.5", "2 (layer 0)", "0", "m", "-"],
+        ["c2", "0.25", "4 (layer 0)", "0", "m", "-"],
+        ["c3", "0.125", "-", "-", "-", "-"],
+    ]
+
+
+@pytest.fixture
+def captured(monkeypatch) -> list[plt.Figure]:
+    """Figures handed to `figures._save`, kept open for inspection instead of written."""
+    kept = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path, dpi: kept.append(fig))
+    yield kept
+    for fig in kept:
+        plt.close(fig)
+
+
+def horizontal_lines(fig: plt.Figure) -> set[float]:
+    """The y of every horizontal line drawn across an axes (axhline)."""
+    return {
+        round(float(line.get_ydata()[0]), 6)
+        for ax in fig.axes
+        for line in ax.get_lines()
+        if list(line.get_xdata()) == [0, 1]
+    }
+
+
+def test_figures_take_tau_and_events_from_the_analysis(tmp_path, forbid_recomputation, captured):
+    cube = stored_config_disagrees(cube_of({"m": np.stack([over_layers([HIGH, LOW, HIGH])[0]] * 2)}, {"m": 10}, [1, 2]))
+    analysis = analyse(cube, {**SETTINGS, "tau": 0.77, "tau_low": 0.55})
+    forbid_recomputation()
+    figures.emergence_curves(cube, analysis, tmp_path / "emergence.png")
+    figures.scale(cube, analysis, [2], tmp_path / "scale.png")
+    figures.reactivation(cube, analysis, [1, 2], tmp_path / "reactivation.png")
+    emergence, scale, reactivation = captured
+    assert horizontal_lines(emergence) == horizontal_lines(scale) == {0.77}
+    assert horizontal_lines(reactivation) == {0.77, 0.55}
+    assert "tau = 0.77" in emergence._suptitle.get_text() and "tau = 0.77" in scale._suptitle.get_text()
+    assert "tau_low = 0.55" in reactivation._suptitle.get_text()
+    assert "2 in all" in reactivation._suptitle.get_text()
+    dips = [c.get_offsets().tolist() for ax in reactivation.axes for c in ax.collections if c.get_label() == "dip"]
+    assert dips == [[[1, LOW]], [[1, LOW]]]
+
+
+def test_heatmap_boundary_is_the_analysis_emergence_step(tmp_path, captured):
+    # layer 0 represented from step 2 on (column 1), layer 1 never (right edge, column 3)
+    scores = np.array([[[LOW], [LOW]], [[HIGH], [LOW]], [[HIGH], [LOW]]])
+    cube = cube_of({"m": scores, "deep": np.full((3, 3, 1), LOW)}, {"m": 10, "deep": 20}, [0, 2, 4])
+    analysis = analyse(cube, SETTINGS)
+    figures.heatmaps(cube, analysis, "m", tmp_path / "m.png")
+    (fig,) = captured
+    boundary = [line for line in fig.axes[0].get_lines() if line.get_color() == "black"]
+    assert [list(boundary[0].get_xdata()), list(boundary[0].get_ydata())] == [[1, 1, 3, 3], [0, 1, 1, 2]]
+
+
+def test_figures_are_written_as_png(tmp_path):
+    cube = rich_cube()
+    analysis = analyse(cube, SETTINGS)
+    steps = figures.shown_steps([int(s) for s in cube["step"].values], None)
+    assert steps == [0, 1, 4, 8]
+    figures.heatmaps(cube, analysis, "b", tmp_path / "heatmap.png", 50)
+    figures.emergence_curves(cube, analysis, tmp_path / "emergence.png", 50)
+    figures.scale(cube, analysis, steps, tmp_path / "scale.png", 50)
+    figures.reactivation(cube, analysis, steps, tmp_path / "reactivation.png", 50)
+    for name in ("heatmap", "emergence", "scale", "reactivation"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "emergence.png",
+        "heatmap.png",
+        "reactivation.png",
+        "scale.png",
+    ]

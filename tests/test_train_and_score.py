@@ -1,0 +1,204 @@
+"""A checkpoint's SAE jobs (train_layer_group) and its score job (score_step), on the micro checkpoint, on the CPU."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from featurebirth import layout
+from featurebirth.activations import layer_activations, probe_activations, token_rows
+from featurebirth.config import categories, sae_training_settings, scoring_settings
+from featurebirth.corpus import read_probes
+from featurebirth.io import read_json
+from featurebirth.models import load_model, load_tokenizer, weight_fingerprint
+from featurebirth.sae import SAETrainingError, load_sae, quality, train_layer_group
+from featurebirth.score import encode, score_codes, score_step
+
+CPU = torch.device("cpu")
+LAYERS = [0, 1]
+
+
+def _settings(micro) -> dict:
+    return {**sae_training_settings(micro, "tiny-a"), "device": "cpu"}
+
+
+def _weights(results: Path, layer: int) -> dict[str, torch.Tensor]:
+    return torch.load(Path(layout.sae_dir(results, "tiny-a", 6, layer)) / layout.SAE_WEIGHTS)
+
+
+def _manifest(results: Path, layers: list[int]) -> Path:
+    """Where the SAE job of a layer group of tiny-a step 6 writes its manifest."""
+    return Path(layout.sae_group(results, "tiny-a", 6, layout.layer_group(layers)))
+
+
+def _leftovers(results: Path) -> list[Path]:
+    return list(Path(results).rglob(".tmp-*"))
+
+
+@pytest.fixture(scope="module")
+def trained(micro, checkpoint, corpus, tmp_path_factory) -> tuple[Path, dict]:
+    """SAEs of both layers of tiny-a step 6, trained by one layer-group job: (results, its manifest)."""
+    results = tmp_path_factory.mktemp("results")
+    manifest = train_layer_group(
+        checkpoint, corpus("tokens"), _settings(micro), _manifest(results, LAYERS), model="tiny-a", step=6
+    )
+    return results, manifest
+
+
+def test_layer_group_writes_every_cell_and_its_manifest_last(micro, trained):
+    results, manifest = trained
+    manifest_path = Path(layout.sae_group(results, "tiny-a", 6, layout.layer_group(LAYERS)))
+    assert read_json(manifest_path) == manifest
+    assert manifest["model"] == "tiny-a" and manifest["step"] == 6
+    assert manifest["layers"] == LAYERS
+    assert manifest["tokens"] == micro["activations"]["max_tokens"] == 1280  # 40 rows of 32 tokens
+    assert sorted(manifest["cells"]) == ["0", "1"]
+    for layer in LAYERS:
+        folder = Path(layout.sae_dir(results, "tiny-a", 6, layer))
+        assert sorted(p.name for p in folder.iterdir()) == sorted([layout.SAE_WEIGHTS, layout.SAE_CONFIG])
+        saved = read_json(folder / layout.SAE_CONFIG)
+        assert saved["cell"] == layout.cell_name("tiny-a", 6, layer)
+        assert saved["settings"] == _settings(micro)["sae"]
+        assert saved["training"] == manifest["cells"][str(layer)]
+        assert saved["training"]["tokens_trained"] == 120 * 64 and saved["training"]["distinct_tokens"] == 1280
+        assert saved["trainer"]["layer"] == layer and saved["trainer"]["lm_name"] == "tiny-a"
+        assert manifest_path.stat().st_mtime_ns >= (folder / layout.SAE_WEIGHTS).stat().st_mtime_ns
+    assert layout.trained_groups(results, "tiny-a", 6) == [LAYERS]
+    assert not _leftovers(results)
+
+
+def test_one_group_trains_the_same_saes_as_separate_groups(micro, checkpoint, corpus, trained, tmp_path):
+    for layer in LAYERS:
+        manifest = train_layer_group(
+            checkpoint, corpus("tokens"), _settings(micro), _manifest(tmp_path, [layer]), model="tiny-a", step=6
+        )
+        assert manifest["layers"] == [layer] and manifest["tokens"] == 1280
+    assert layout.trained_groups(tmp_path, "tiny-a", 6) == [[0], [1]]
+    for layer in LAYERS:
+        together, alone = _weights(trained[0], layer), _weights(tmp_path, layer)
+        assert sorted(together) == sorted(alone)
+        for name in together:
+            assert torch.equal(together[name], alone[name]), (layer, name)
+    assert not torch.equal(_weights(tmp_path, 0)["encoder.weight"], _weights(tmp_path, 1)["encoder.weight"])
+    assert not _leftovers(tmp_path)
+
+
+def test_failed_group_writes_no_manifest(micro, checkpoint, corpus, tmp_path):
+    settings = _settings(micro)
+    settings["sae"] = {**settings["sae"], "architecture": "relu", "lr": 1e4, "l1_penalty": 0.0}
+    with pytest.raises(SAETrainingError, match=f"SAE {re.escape(layout.cell_name('tiny-a', 6, 0))}: "):
+        train_layer_group(checkpoint, corpus("tokens"), settings, _manifest(tmp_path, LAYERS), model="tiny-a", step=6)
+    assert layout.trained_groups(tmp_path, "tiny-a", 6) == []
+    assert not Path(layout.sae_group(tmp_path, "tiny-a", 6, layout.layer_group(LAYERS))).exists()
+    assert not _leftovers(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def scored(micro, checkpoint, corpus, trained) -> tuple[xr.Dataset, xr.Dataset, dict]:
+    """score_step over both layers: (what it returned, the file it wrote, its settings)."""
+    results = trained[0]
+    settings = {**scoring_settings(micro), "device": "cpu"}
+    out = Path(layout.score_path(results, "tiny-a", 6))
+    returned = score_step(
+        checkpoint,
+        corpus("probes"),
+        corpus("tokens"),
+        [_manifest(results, LAYERS)],
+        LAYERS,
+        settings,
+        out,
+        model="tiny-a",
+        step=6,
+    )
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary leftover
+    return returned, xr.load_dataset(out, engine="h5netcdf"), settings
+
+
+def _score_without_numbers(micro, checkpoint, corpus, results, tmp_path):
+    settings = {**scoring_settings(micro), "device": "cpu", "categories": ["animals", "colours"]}
+    out = Path(layout.score_path(tmp_path, "tiny-a", 6))
+    with pytest.raises(ValueError) as caught:
+        score_step(
+            checkpoint,
+            corpus("probes"),
+            corpus("tokens"),
+            [_manifest(results, LAYERS)],
+            LAYERS,
+            settings,
+            out,
+            model="tiny-a",
+            step=6,
+        )
+    assert not out.exists()
+    return str(caught.value)
+
+
+def test_probe_categories_missing_from_the_config_fail(micro, checkpoint, corpus, trained, tmp_path):
+    message = _score_without_numbers(micro, checkpoint, corpus, trained[0], tmp_path)
+    assert f"probe file {corpus('probes')} holds categories" in message
+    assert "numbers" in message and message.endswith("that the config does not list")
+
+
+def test_missing_probe_categories_are_listed_plainly(micro, checkpoint, corpus, trained, tmp_path):
+    assert "holds categories ['numbers'] that" in _score_without_numbers(
+        micro, checkpoint, corpus, trained[0], tmp_path
+    )
+
+
+def test_score_file_has_a_layer_dimension(micro, scored):
+    returned, written, _ = scored
+    assert written["score"].dims == ("layer", "category")
+    assert written["layer"].values.tolist() == LAYERS
+    assert written["category"].values.tolist() == categories(micro) == ["animals", "colours", "numbers"]
+    assert written["feature_f1"].dims == ("layer", "feature", "category")
+    assert written["feature_f1"].shape == (2, 64, 3)
+    assert written["best_direction"].dims == ("layer", "category", "hidden")
+    assert written["best_direction"].shape == (2, 3, 16)
+    for name in ("variance_explained", "l0", "dead_fraction", "reconstruction_mse"):
+        assert written[name].dims == ("layer",), name
+    for name in returned.data_vars:
+        np.testing.assert_array_equal(written[name].values, returned[name].values, err_msg=name)
+
+
+def test_score_file_quality_is_the_sae_quality_on_held_out_text(micro, checkpoint, corpus, trained, scored):
+    _, written, settings = scored
+    model = load_model(checkpoint, CPU)
+    ids = token_rows(corpus("tokens"), checkpoint, "eval", micro["evaluation"]["tokens"], 32)
+    held_out = layer_activations(model, ids, LAYERS, settings["forward_batch_size"])
+    for layer in LAYERS:
+        expected = quality(load_sae(layout.sae_dir(trained[0], "tiny-a", 6, layer)), held_out[layer].float())
+        for name, value in expected.items():
+            assert float(written[name].sel(layer=layer)) == pytest.approx(value, rel=1e-9, abs=1e-12), (layer, name)
+        assert expected["variance_explained"] > 0.7
+
+
+def test_score_file_scores_are_the_sae_codes_scored(checkpoint, corpus, trained, scored):
+    _, written, settings = scored
+    items = read_probes(corpus("probes"))
+    labels, words = np.array([i.category for i in items]), np.array([i.word for i in items])
+    model = load_model(checkpoint, CPU)
+    probes = probe_activations(model, load_tokenizer(checkpoint), items, settings["forward_batch_size"])
+    for layer in LAYERS:
+        codes, directions = encode(load_sae(layout.sae_dir(trained[0], "tiny-a", 6, layer)), probes[layer])
+        expected = score_codes(codes, labels, words, settings["categories"], settings["scoring"])
+        cell = written.sel(layer=layer)
+        for name in ("score", "null", "best_feature", "auroc", "precision", "recall", "feature_f1"):
+            np.testing.assert_allclose(cell[name].values, expected[name].values, rtol=1e-6, err_msg=name)
+        best = cell["best_feature"].values
+        np.testing.assert_allclose(cell["score"].values, cell["feature_f1"].values.max(axis=0), rtol=1e-6)
+        np.testing.assert_allclose(cell["best_direction"].values, directions[best], rtol=1e-6)
+        np.testing.assert_allclose(np.linalg.norm(cell["best_direction"].values, axis=1), 1.0, rtol=1e-5)
+        assert ((cell["score"] >= 0) & (cell["score"] <= 1)).all()
+
+
+def test_score_file_attrs_carry_the_checkpoint(checkpoint, scored):
+    _, written, _ = scored
+    model = load_model(checkpoint, CPU)
+    assert written.attrs["model"] == "tiny-a" and written.attrs["step"] == 6
+    assert written.attrs["fingerprint"] == weight_fingerprint(model)
+    assert written.attrs["n_params"] == sum(p.numel() for p in model.parameters())
+    assert written.attrs["tokens_seen"] == 6 * 8 * 32
+    assert written.attrs["eval_tokens"] == 256
+    assert (written.attrs["d_model"], written.attrs["n_layers"]) == (16, 2)

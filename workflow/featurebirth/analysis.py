@@ -1,0 +1,122 @@
+"""The analysis of a cube, computed once: what the tables, the figures and the summary all show.
+
+Settings come by one route: the caller passes the analysis settings (the validated config's
+`analysis` section). The config stored in the cube is provenance only and is never read here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import xarray as xr
+
+from . import emergence as em
+from .io import atomic_path
+
+EVENT_PREFIX = "event_"
+ARRAY_FIELDS = (
+    "represented",
+    "emergence_step",
+    "emergence_layer",
+    "earliest_step",
+    "earliest_layer",
+    "scale_threshold",
+    "scale_model",
+)
+JSON_FIELDS = ("settings", "spearman", "duplicates")
+DESCRIPTIONS = {
+    "represented": "score >= tau, score - null >= margin and SAE variance explained >= min_variance_explained",
+    "emergence_step": "first step from which the category stays represented for `persistence` more steps",
+    "emergence_layer": "shallowest represented layer",
+    "earliest_step": "earliest emergence step over the model's layers",
+    "earliest_layer": "the layer of the earliest emergence step (shallowest on ties)",
+    "scale_threshold": "parameters of the smallest model with a represented layer (in the depth bin)",
+    "scale_model": "name of that model (the first in model order among equal sizes); empty if none",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Analysis:
+    """Every answer about a cube, with the settings that produced it."""
+
+    settings: dict  # the analysis settings used (validated config's `analysis` section)
+    represented: xr.DataArray  # bool (model, step, layer, category)
+    emergence_step: xr.DataArray  # (model, layer, category); NaN if never
+    emergence_layer: xr.DataArray  # (model, step, category): shallowest represented layer; NaN if none
+    earliest_step: xr.DataArray  # (model, category): earliest emergence step over layers; NaN if never
+    earliest_layer: xr.DataArray  # (model, category): the layer of that step (shallowest on ties)
+    scale_threshold: xr.DataArray  # (step, category, depth_bin): parameters of the smallest represented model
+    scale_model: xr.DataArray  # (step, category, depth_bin): that model's name; '' if none
+    reactivation: pd.DataFrame  # one event per row, columns em.REACTIVATION_COLUMNS
+    spearman: dict[str, dict]  # per model: planted frequency vs earliest emergence step (rho, p_value, n_categories)
+    duplicates: list[dict]  # duplicate checkpoints (model, step, fingerprint), analysed only when allowed
+
+    def arrays(self) -> dict[str, xr.DataArray]:
+        """The labelled arrays by name."""
+        return {name: getattr(self, name) for name in ARRAY_FIELDS}
+
+    def equals(self, other: Analysis) -> bool:
+        """Same settings, arrays (values, coordinates, names, attributes), events and JSON fields."""
+        mine, theirs = self.arrays(), other.arrays()
+        return (
+            all(mine[name].identical(theirs[name]) for name in mine)
+            and self.reactivation.equals(other.reactivation)
+            and all(getattr(self, name) == getattr(other, name) for name in JSON_FIELDS)
+        )
+
+
+def _plain(array: xr.DataArray, name: str) -> xr.DataArray:
+    """The array with its dimension coordinates only, no inherited attributes, named and described."""
+    return array.reset_coords(drop=True).drop_attrs().rename(name).assign_attrs(description=DESCRIPTIONS[name])
+
+
+def analyse(cube: xr.Dataset, settings: dict) -> Analysis:
+    """Represented cells, emergence, scale thresholds, reactivation and Spearman of the cube under `settings`.
+
+    Refuses a cube with duplicate checkpoints unless `allow_duplicate_checkpoints` is set.
+    """
+    duplicates = em.duplicate_checkpoints(cube)
+    em.refuse_duplicates(duplicates, settings)
+    flags = _plain(em.represented(cube, settings), "represented")
+    steps = _plain(em.emergence_step(flags, settings["persistence"]), "emergence_step")
+    earliest_step, earliest_layer = (_plain(a, a.name) for a in em.earliest_emergence(steps))
+    binned = em.depth_binned(cube, flags, settings["depth_bins"])
+    smallest = em.smallest_model(binned, cube["n_params"]).transpose("step", "category", "depth_bin")
+    return Analysis(
+        settings=json.loads(json.dumps(settings)),
+        represented=flags,
+        emergence_step=steps,
+        emergence_layer=_plain(em.emergence_layer(flags), "emergence_layer"),
+        earliest_step=earliest_step,
+        earliest_layer=earliest_layer,
+        scale_threshold=_plain(em.threshold_params(smallest, cube["n_params"]), "scale_threshold"),
+        scale_model=_plain(em.threshold_names(smallest, cube["model"]), "scale_model"),
+        reactivation=em.reactivation_events(cube, flags, settings),
+        spearman=em.spearman_by_model(earliest_step, cube["planted_frequency"]),
+        duplicates=duplicates,
+    )
+
+
+def write_analysis(analysis: Analysis, path: str | Path) -> None:
+    """netCDF4/HDF5 (h5netcdf), atomically: the arrays, the events along `event`, JSON fields as attributes."""
+    events = {
+        f"{EVENT_PREFIX}{name}": ("event", analysis.reactivation[name].to_numpy()) for name in em.REACTIVATION_COLUMNS
+    }
+    data = xr.Dataset(
+        {**analysis.arrays(), **events}, attrs={name: json.dumps(getattr(analysis, name)) for name in JSON_FIELDS}
+    )
+    with atomic_path(path) as tmp:
+        data.to_netcdf(tmp, engine="h5netcdf")
+
+
+def read_analysis(path: str | Path) -> Analysis:
+    """The analysis `write_analysis` stored, loaded into memory (the file is closed again)."""
+    with xr.open_dataset(path, engine="h5netcdf") as data:
+        data = data.load()
+    events = pd.DataFrame({name: data[f"{EVENT_PREFIX}{name}"].values for name in em.REACTIVATION_COLUMNS})
+    arrays = {name: data[name] for name in ARRAY_FIELDS} | {"scale_model": data["scale_model"].astype(object)}
+    json_fields = {name: json.loads(data.attrs[name]) for name in JSON_FIELDS}
+    return Analysis(**arrays, **json_fields, reactivation=events.astype(em.REACTIVATION_DTYPES))
