@@ -2,7 +2,7 @@
 
 Times the plan of this workflow against plain Snakefiles of the same grid with one and with two
 per-cell rules, side by side in one run, and prints the ratios. Two kinds of plan: `snakemake -n`,
-which lists every job with its resources (captured, as a pipe would), and `snakemake -n --quiet`,
+which lists every job with its resources (captured, as a pipe would), and `snakemake -n --quiet rules`,
 which prints the job count per rule only (Snakemake's advice for very large workflows: it skips
 formatting every job). Each locally and through `--profile profiles/slurm` (the plain Snakefiles get
 the same profile). Needs no SLURM and no network: `.venv/bin/python benchmarks/dry_run.py`.
@@ -74,7 +74,7 @@ def full_suite_config(path: Path) -> dict:
 
 
 # name: (the command as a user types it, the flags that make it after `snakemake all -n`)
-PLANS = {"listing": ("snakemake -n", []), "summary": ("snakemake -n --quiet", ["--quiet", "rules", "progress"])}
+PLANS = {"listing": ("snakemake -n", []), "summary": ("snakemake -n --quiet rules", ["--quiet", "rules", "progress"])}
 PROFILES = {"local": ("", []), "slurm": (" --profile profiles/slurm", ["--profile", str(REPO / "profiles" / "slurm")])}
 
 
@@ -128,7 +128,7 @@ def main() -> None:
         nargs="+",
         default=list(PLANS),
         choices=list(PLANS),
-        help="listing: `snakemake -n`, every job; summary: `snakemake -n --quiet`, counts per rule",
+        help="listing: `snakemake -n`, every job; summary: `snakemake -n --quiet rules`, counts per rule",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,7 +12,7 @@ import yaml
 
 from featurebirth import layout
 from featurebirth.config import model_spec, validate_config
-from featurebirth.corpus import build_corpus
+from featurebirth.corpus import build_corpus, build_eval_split, build_probes
 from featurebirth.toy_models import train_checkpoint
 
 TESTS = Path(__file__).resolve().parent
@@ -77,7 +77,10 @@ def micro(micro_raw) -> dict:
 def corpus_results(micro, tmp_path_factory) -> Path:
     """A results folder holding the micro corpus (in its corpus/ folder)."""
     results = tmp_path_factory.mktemp("results")
-    build_corpus(micro["corpus"], micro["probes"], layout.corpus_dir(results))
+    folder = layout.corpus_dir(results)
+    build_corpus(micro["corpus"], micro["probes"], folder)
+    build_eval_split(micro["corpus"], layout.in_corpus(folder, "tokenizer"), folder)
+    build_probes(micro["corpus"], micro["probes"], folder)
     return results
 
 

@@ -1,17 +1,19 @@
 """The analysis computed once (`analyse`), stored losslessly, and shown by the tables, figures and summary unchanged."""
 
-from pathlib import Path
 import io
 import json
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from featurebirth import layout
+from rich.console import Console
+from test_emergence import HIGH, LOW, MID, SETTINGS, STEPS5, cube_of, over_layers
+
 from featurebirth import emergence as em
-from featurebirth import figures
+from featurebirth import figures, layout
 from featurebirth.analysis import ARRAY_FIELDS, analyse, read_analysis, write_analysis
 from featurebirth.cube import duplicate_steps
 from featurebirth.summary import print_summary
@@ -23,8 +25,6 @@ from featurebirth.tables import (
     summary_frame,
     write_tables,
 )
-from rich.console import Console
-from test_emergence import HIGH, LOW, MID, SETTINGS, STEPS5, cube_of, over_layers
 
 TABLES = {
     "emergence_steps": EMERGENCE_STEP_COLUMNS,
@@ -84,9 +84,9 @@ def duplicate_cube() -> xr.Dataset:
 @pytest.mark.parametrize("make_cube", [rich_cube, planted_order_cube, duplicate_cube, lambda: equal_size_cube(())])
 def test_write_then_read_is_lossless(make_cube, tmp_path):
     analysis = analyse(make_cube(), {**SETTINGS, "allow_duplicate_checkpoints": True})
-    path = tmp_path / "analysis.nc"
+    path = Path(layout.analysis_path(tmp_path))
     write_analysis(analysis, path)
-    assert [p.name for p in tmp_path.iterdir()] == ["analysis.nc"]  # written under a temporary name, then renamed
+    assert list(path.parent.iterdir()) == [path]  # written under a temporary name, then renamed
     back = read_analysis(path)
     for name in ARRAY_FIELDS:
         xr.testing.assert_identical(getattr(back, name), getattr(analysis, name))
@@ -171,9 +171,11 @@ def test_scale_threshold_names_the_represented_model_among_equal_sizes(represent
     assert analysis.scale_threshold.sel(step=3, category="c0", depth_bin="all").item() == 10
     write_tables(cube, analysis, layout.tables_dir(tmp_path))
     scale = pd.read_csv(layout.table_path(tmp_path, "scale_thresholds"), sep="\t", comment="#")
-    assert scale.loc[scale["depth_bin"] == "all", "threshold_model"].tolist() == [expected]
+    assert scale.loc[scale["depth_bin"] == "all", ["scale_model", "scale_threshold"]].values.tolist() == [
+        [expected, 10]
+    ]
     summary = pd.read_csv(layout.table_path(tmp_path, "summary_table"), sep="\t", comment="#")
-    assert summary["scale_threshold"].tolist() == [expected, expected]
+    assert summary[["scale_model", "scale_threshold"]].values.tolist() == [[expected, 10], [expected, 10]]
 
 
 def test_duplicate_checkpoints_are_refused_unless_allowed():
@@ -201,14 +203,22 @@ def test_tables_are_cut_from_the_analysis(tmp_path):
     assert steps["emergence_step"].tolist()[:3] == [1, 2, 4]
     assert steps["tokens_seen"].tolist()[:3] == [1000, 2000, 4000]
     table = pd.read_csv(layout.table_path(tmp_path, "summary_table"), sep="\t", comment="#")
-    assert table["emergence_step"].tolist()[:3] == [1, 2, 4] and np.isnan(table["emergence_step"][3])
-    assert table["emergence_step_layer"].tolist()[:3] == [0, 0, 0]
+    assert table["earliest_emergence_step"].tolist()[:3] == [1, 2, 4] and np.isnan(table["earliest_emergence_step"][3])
+    assert table["earliest_emergence_layer"].tolist()[:3] == [0, 0, 0] and np.isnan(
+        table["earliest_emergence_layer"][3]
+    )
+    assert table["scale_model"].tolist()[:3] == ["m", "m", "m"] and np.isnan(table["scale_model"][3])
+    assert table["scale_threshold"].tolist()[:3] == [10, 10, 10] and np.isnan(table["scale_threshold"][3])
     assert json.loads(Path(layout.summary_path(tmp_path)).read_text()) == summary
     assert summary["settings"] == SETTINGS
     assert summary["final_step"] == 8
     assert (summary["represented_cells"], summary["represented_at_step0"], summary["reactivation_events"]) == (9, 0, 0)
     assert summary["spearman_frequency_vs_emergence_step"]["m"]["rho"] == pytest.approx(-1.0)
-    assert [row["emergence_step"] for row in summary["categories"]] == [1, 2, 4, None]
+    assert [row["earliest_emergence_step"] for row in summary["categories"]] == [1, 2, 4, None]
+    assert [row["earliest_emergence_layer"] for row in summary["categories"]] == [0, 0, 0, None]
+    assert [(row["scale_model"], row["scale_threshold"]) for row in summary["categories"]] == [("m", 10)] * 3 + [
+        (None, None)
+    ]
 
 
 def test_scale_table_has_one_row_per_depth_bin_step_and_category(tmp_path):
@@ -217,8 +227,8 @@ def test_scale_table_has_one_row_per_depth_bin_step_and_category(tmp_path):
     write_tables(cube, analyse(cube, SETTINGS), layout.tables_dir(tmp_path))
     scale = pd.read_csv(layout.table_path(tmp_path, "scale_thresholds"), sep="\t", comment="#", keep_default_na=False)
     assert scale["depth_bin"].tolist() == ["all", "0-33%", "33-67%", "67-100%"]
-    assert scale["threshold_model"].tolist() == ["small", "large", "", "small"]
-    assert scale["threshold_params"].tolist() == ["100", "1000", "", "100"]
+    assert scale["scale_model"].tolist() == ["small", "large", "", "small"]
+    assert scale["scale_threshold"].tolist() == ["100", "1000", "", "100"]
 
 
 def test_reactivation_table_lists_the_events(tmp_path):
@@ -252,7 +262,8 @@ KERNELS = (
     "emergence_layer",
     "earliest_emergence",
     "smallest_model",
-    "scale_threshold",
+    "threshold_params",
+    "threshold_names",
     "depth_binned",
     "reactivation_events",
     "spearman_by_model",
@@ -321,9 +332,9 @@ def test_figures_take_tau_and_events_from_the_analysis(tmp_path, forbid_recomput
     cube = stored_config_disagrees(cube_of({"m": np.stack([over_layers([HIGH, LOW, HIGH])[0]] * 2)}, {"m": 10}, [1, 2]))
     analysis = analyse(cube, {**SETTINGS, "tau": 0.77, "tau_low": 0.55})
     forbid_recomputation()
-    figures.emergence_curves(cube, analysis, tmp_path / "emergence.png")
-    figures.scale(cube, analysis, [2], tmp_path / "scale.png")
-    figures.reactivation(cube, analysis, [1, 2], tmp_path / "reactivation.png")
+    figures.emergence_curves(cube, analysis, tmp_path / "emergence.png", 50)
+    figures.scale(cube, analysis, [2], tmp_path / "scale.png", 50)
+    figures.reactivation(cube, analysis, [1, 2], tmp_path / "reactivation.png", 50)
     emergence, scale, reactivation = captured
     assert horizontal_lines(emergence) == horizontal_lines(scale) == {0.77}
     assert horizontal_lines(reactivation) == {0.77, 0.55}
@@ -339,7 +350,7 @@ def test_heatmap_boundary_is_the_analysis_emergence_step(tmp_path, captured):
     scores = np.array([[[LOW], [LOW]], [[HIGH], [LOW]], [[HIGH], [LOW]]])
     cube = cube_of({"m": scores, "deep": np.full((3, 3, 1), LOW)}, {"m": 10, "deep": 20}, [0, 2, 4])
     analysis = analyse(cube, SETTINGS)
-    figures.heatmaps(cube, analysis, "m", tmp_path / "m.png")
+    figures.heatmaps(cube, analysis, "m", tmp_path / "m.png", 50)
     (fig,) = captured
     boundary = [line for line in fig.axes[0].get_lines() if line.get_color() == "black"]
     assert [list(boundary[0].get_xdata()), list(boundary[0].get_ydata())] == [[1, 1, 3, 3], [0, 1, 1, 2]]

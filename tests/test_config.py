@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from featurebirth import sae
 from featurebirth.config import (
     SAE_ARCHITECTURES,
@@ -196,8 +197,20 @@ def test_cube_settings_leave_out_presentation(micro, micro_raw):
     assert settings["categories"] == ["animals", "colours", "numbers"]
     assert settings["planted_frequency"] == {"animals": 4, "colours": 2, "numbers": 1}
     assert not {"analysis", "figures", "results"} & set(settings["provenance"])
-    assert settings["provenance"]["corpus"] == micro["corpus"]
+    provenance = settings["provenance"]
+    assert provenance["corpus"] == {key: value for key, value in micro["corpus"].items() if key != "lexicon"}
+    assert provenance["sae"]["tiny-a"] == {k: v for k, v in micro["sae"].items() if k != "layers_per_job"}
+    assert provenance["scoring"] == micro["scoring"] and provenance["evaluation"]["tokens"] == 256
+    assert not {"device", "gpu_dtype", "forward_batch_size"} & set(provenance)
     assert cube_settings(_variant(micro_raw, _presentation)) == settings
+
+    def reshape_jobs(c):
+        c["sae"]["layers_per_job"] = 1
+        c["device"] = "cpu"
+        c["models"]["tiny-a"]["resources"] = {"mem_mb": 9000}
+        c["activations"]["batch_size"] = 3
+
+    assert cube_settings(_variant(micro_raw, reshape_jobs)) == settings
 
 
 def test_model_spec_is_what_defines_checkpoints(micro, micro_raw):

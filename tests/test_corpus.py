@@ -6,9 +6,19 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+
 from featurebirth import layout
 from featurebirth.activations import target_token_index
-from featurebirth.corpus import SPLIT_TEXT, SPLITS, build_corpus, generate_sequences, planted_probabilities, read_probes
+from featurebirth.corpus import (
+    SPLIT_FILES,
+    SPLITS,
+    build_corpus,
+    build_eval_split,
+    build_probes,
+    generate_sequences,
+    planted_probabilities,
+    read_probes,
+)
 from featurebirth.io import read_json
 from featurebirth.layout import CONTROL
 from featurebirth.models import load_tokenizer
@@ -22,7 +32,10 @@ def _files(path: Path) -> dict[str, bytes]:
 
 
 def test_same_seed_same_bytes(micro, corpus, tmp_path):
-    build_corpus(micro["corpus"], micro["probes"], layout.corpus_dir(tmp_path))
+    folder = layout.corpus_dir(tmp_path)
+    build_corpus(micro["corpus"], micro["probes"], folder)
+    build_eval_split(micro["corpus"], layout.in_corpus(folder, "tokenizer"), folder)
+    build_probes(micro["corpus"], micro["probes"], folder)
     for name in layout.CORPUS_FILES:
         again, first = _files(Path(layout.corpus_file(tmp_path, name))), _files(corpus(name))
         assert again and again == first, name
@@ -64,12 +77,12 @@ def test_lexicon_records_the_planted_frequencies(micro, corpus):
 
 def test_token_ids_match_text(micro, corpus):
     tokenizer = load_tokenizer(corpus("tokenizer"))
-    with h5py.File(corpus("tokens")) as handle:
-        assert list(handle) == ["train", "sae", "eval"]
-        assert handle.attrs["vocab_size"] == len(tokenizer)
-        for split, size_key in SPLITS.items():
+    for split, size_key in SPLITS.items():
+        token_file, text_file = SPLIT_FILES[split]
+        with h5py.File(corpus(token_file)) as handle:
+            assert handle.attrs["vocab_size"] == len(tokenizer)
             ids = handle[split][:]
-            lines = corpus(SPLIT_TEXT[split]).read_text().splitlines()
+            lines = corpus(text_file).read_text().splitlines()
             assert ids.shape == (micro["corpus"][size_key], micro["corpus"]["seq_len"]) == (len(lines), 32), split
             assert ids.dtype == np.int32
             for row, line in zip(ids, lines):
@@ -80,13 +93,15 @@ def test_token_ids_match_text(micro, corpus):
 
 def test_splits_share_no_rows(corpus):
     """SAE quality is measured on the eval split: it must differ from what the SAEs and the models train on."""
-    with h5py.File(corpus("tokens")) as handle:
-        rows = {split: {tuple(row) for row in handle[split][:]} for split in SPLITS}
+    rows = {}
+    for split in SPLITS:
+        with h5py.File(corpus(SPLIT_FILES[split][0])) as handle:
+            rows[split] = {tuple(row) for row in handle[split][:]}
     assert len(rows["eval"]) == 8 and len(rows["sae"]) == 40
     assert not rows["eval"] & rows["sae"]
     assert not rows["eval"] & rows["train"]
     assert not rows["sae"] & rows["train"]
-    texts = {split: set(corpus(SPLIT_TEXT[split]).read_text().splitlines()) for split in SPLITS}
+    texts = {split: set(corpus(SPLIT_FILES[split][1]).read_text().splitlines()) for split in SPLITS}
     assert not texts["eval"] & texts["sae"]
 
 

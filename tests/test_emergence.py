@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import xarray as xr
+
 from featurebirth import emergence as em
 from featurebirth.cube import build_cube, open_cube, write_cube
 
@@ -14,6 +15,7 @@ SETTINGS = {
     "min_variance_explained": 0.5,
     "depth_bins": 3,
     "return_cosine": 0.5,
+    "allow_duplicate_checkpoints": False,
 }
 HIGH, LOW, MID = 0.95, 0.3, 0.7
 
@@ -111,11 +113,16 @@ def depth_cube() -> xr.Dataset:
     return cube_of({"small": small, "large": large}, {"small": 100, "large": 1000}, [7])
 
 
+def scale_threshold(flags: xr.DataArray, n_params: xr.DataArray) -> xr.DataArray:
+    """Parameters of the smallest model with a represented layer, as `analyse` composes them."""
+    return em.threshold_params(em.smallest_model(flags, n_params), n_params)
+
+
 def test_scale_threshold_across_models_of_different_depths():
     cube = depth_cube()
     flags = em.represented(cube, SETTINGS)
-    assert float(em.scale_threshold(flags, cube["n_params"]).sel(step=7, category="c0")) == 100
-    by_depth = em.scale_threshold(em.depth_binned(cube, flags, 3), cube["n_params"]).sel(step=7, category="c0")
+    assert float(scale_threshold(flags, cube["n_params"]).sel(step=7, category="c0")) == 100
+    by_depth = scale_threshold(em.depth_binned(cube, flags, 3), cube["n_params"]).sel(step=7, category="c0")
     assert by_depth["depth_bin"].values.tolist() == ["all", "0-33%", "33-67%", "67-100%"]
     assert by_depth.sel(depth_bin="all").item() == 100
     assert by_depth.sel(depth_bin="0-33%").item() == 1000
@@ -126,7 +133,10 @@ def test_scale_threshold_across_models_of_different_depths():
 def test_layers_a_model_does_not_have_never_count():
     cube = depth_cube()
     assert em.studied(cube).sel(model="small", step=7).values.tolist() == [True, True, False, False]
-    assert em.relative_depth(cube).sel(model="small", layer=[0, 1]).values.tolist() == [0.5, 1.0]
+    depth = em.relative_depth(cube["layer"], cube["n_layers"])
+    assert depth.sel(model="small", layer=[0, 1]).values.tolist() == [0.5, 1.0]
+    assert depth.sel(model="large").values.tolist() == [0.25, 0.5, 0.75, 1.0]
+    assert np.isnan(em.relative_depth(xr.DataArray(np.nan), cube["n_layers"]).sel(model="small").item())
     flags = em.represented(cube, SETTINGS)
     assert flags.sel(model="small", step=7, category="c0").values.tolist() == [False, True, False, False]
     late = em.depth_binned(cube, flags, 3).sel(depth_bin="67-100%", step=7, category="c0")

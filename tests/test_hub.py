@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from featurebirth import layout
 from featurebirth.activations import layer_activations, probe_activations, token_rows
 from featurebirth.config import model_spec, validate_config

@@ -6,8 +6,8 @@ import tokenize
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from featurebirth import layout
 
 # Fragments that only a results-tree path contains: its folders, its file names, its cell patterns.

@@ -4,6 +4,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+
 from featurebirth.activations import (
     STORAGE_DTYPE,
     capture_blocks,
@@ -141,8 +142,8 @@ def test_token_rows_respect_max_tokens(checkpoint, corpus, max_tokens, rows):
     assert ids.shape == (rows, 32) and ids.dtype == torch.int64
     assert ids.numel() <= max_tokens  # and every row the split holds (40) when it holds fewer
     torch.testing.assert_close(ids, _sae_rows(corpus, rows), rtol=0, atol=0)
-    with h5py.File(corpus("tokens")) as handle:
-        evaluation = token_rows(corpus("tokens"), checkpoint, "eval", max_tokens, 32)
+    with h5py.File(corpus("eval_tokens")) as handle:
+        evaluation = token_rows(corpus("eval_tokens"), checkpoint, "eval", max_tokens, 32)
         assert evaluation.tolist() == handle["eval"][: min(rows, 8)].tolist()
 
 

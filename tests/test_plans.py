@@ -2,8 +2,8 @@
 
 import pytest
 import yaml
-
 from conftest import JOB_ENV, REPO, TESTS, planned_jobs, snakemake
+
 from featurebirth.config import grid, layer_groups, load_config, model_layers
 
 pytestmark = pytest.mark.workflow

@@ -4,8 +4,10 @@ import re
 
 import pytest
 import torch
+
 from featurebirth.activations import layer_activations, token_rows
 from featurebirth.config import sae_training_settings
+from featurebirth.corpus import SPLIT_FILES
 from featurebirth.io import read_json
 from featurebirth.layout import SAE_CONFIG, SAE_WEIGHTS, cell_name
 from featurebirth.models import load_model
@@ -22,7 +24,9 @@ def activations(micro, checkpoint, corpus) -> dict[str, dict[int, torch.Tensor]]
     model = load_model(checkpoint, CPU)
     splits = {"sae": micro["activations"]["max_tokens"], "eval": micro["evaluation"]["tokens"]}
     return {
-        split: layer_activations(model, token_rows(corpus("tokens"), checkpoint, split, tokens, 32), [0, 1], 16)
+        split: layer_activations(
+            model, token_rows(corpus(SPLIT_FILES[split][0]), checkpoint, split, tokens, 32), [0, 1], 16
+        )
         for split, tokens in splits.items()
     }
 

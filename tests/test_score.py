@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+
 from featurebirth.layout import CONTROL
 from featurebirth.sae import quality
 from featurebirth.score import auroc_matrix, encode, f1_matrix, one_hot, permuted_labels, score_codes, score_layer

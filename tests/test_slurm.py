@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-
 from conftest import JOB_ENV, REPO, TESTS, snakemake
+
 from featurebirth import layout
 
 # The SLURM tier; it also runs the micro workflow (micro_run), so it is a workflow test as well.

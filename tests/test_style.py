@@ -1,7 +1,9 @@
-"""Formatting, checked in the fast tier: ruff format for the Python, snakefmt for the workflow files.
+"""Formatting and lint, checked in the fast tier: ruff format and ruff check for the Python, snakefmt for the
+workflow files.
 
-Both read their settings (line length 120) from pyproject.toml. To fix a failure, run the formatters:
-`ruff format workflow tests benchmarks` and `snakefmt Snakefile workflow/rules`.
+All read their settings (line length 120, lint rules) from pyproject.toml. To fix a failure, run:
+`ruff format workflow tests benchmarks`, `ruff check --fix workflow tests benchmarks` and
+`snakefmt Snakefile workflow/rules`.
 """
 
 import subprocess
@@ -14,17 +16,21 @@ WORKFLOW_FILES = ["Snakefile", "workflow/rules"]
 
 
 def _check(tool: str, *args: str) -> None:
-    """Run `python -m tool --check ... args` in the repository; fail with the formatter's diff and messages."""
+    """Run `python -m tool args` in the repository; fail with the tool's diff and messages."""
     checked = subprocess.run([sys.executable, "-m", tool, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
     fix = " ".join(arg for arg in args if not arg.startswith("-"))
     assert checked.returncode == 0, (
-        f"{tool} --check failed with exit {checked.returncode} (1: files to reformat, diff below; else an error);"
+        f"{tool} {args[0]} failed with exit {checked.returncode} (1: findings, below; else an error);"
         f" to reformat, run `{tool} {fix}`\n{checked.stdout[:20000]}\n{checked.stderr[-5000:]}"
     )
 
 
 def test_python_is_ruff_formatted():
     _check("ruff", "format", "--check", "--diff", *PYTHON_DIRS)
+
+
+def test_python_passes_ruff_check():
+    _check("ruff", "check", *PYTHON_DIRS)
 
 
 def test_workflow_files_are_snakefmt_formatted():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+
 from featurebirth import layout
 from featurebirth.activations import layer_activations, probe_activations, token_rows
 from featurebirth.config import categories, sae_training_settings, scoring_settings
@@ -95,55 +96,35 @@ def test_failed_group_writes_no_manifest(micro, checkpoint, corpus, tmp_path):
     assert not _leftovers(tmp_path)
 
 
+def _score(checkpoint: Path, corpus, results: Path, settings: dict, out: Path) -> xr.Dataset:
+    """score_step on both layers of tiny-a step 6, from the group trained in `results`."""
+    manifests = [_manifest(results, LAYERS)]
+    return score_step(
+        checkpoint, corpus("probes"), corpus("eval_tokens"), manifests, LAYERS, settings, out, model="tiny-a", step=6
+    )
+
+
 @pytest.fixture(scope="module")
 def scored(micro, checkpoint, corpus, trained) -> tuple[xr.Dataset, xr.Dataset, dict]:
     """score_step over both layers: (what it returned, the file it wrote, its settings)."""
     results = trained[0]
     settings = {**scoring_settings(micro), "device": "cpu"}
     out = Path(layout.score_path(results, "tiny-a", 6))
-    returned = score_step(
-        checkpoint,
-        corpus("probes"),
-        corpus("tokens"),
-        [_manifest(results, LAYERS)],
-        LAYERS,
-        settings,
-        out,
-        model="tiny-a",
-        step=6,
-    )
+    returned = _score(checkpoint, corpus, results, settings, out)
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary leftover
     return returned, xr.load_dataset(out, engine="h5netcdf"), settings
 
 
-def _score_without_numbers(micro, checkpoint, corpus, results, tmp_path):
+def test_probe_categories_missing_from_the_config_fail_and_are_listed_plainly(
+    micro, checkpoint, corpus, trained, tmp_path
+):
     settings = {**scoring_settings(micro), "device": "cpu", "categories": ["animals", "colours"]}
     out = Path(layout.score_path(tmp_path, "tiny-a", 6))
     with pytest.raises(ValueError) as caught:
-        score_step(
-            checkpoint,
-            corpus("probes"),
-            corpus("tokens"),
-            [_manifest(results, LAYERS)],
-            LAYERS,
-            settings,
-            out,
-            model="tiny-a",
-            step=6,
-        )
+        _score(checkpoint, corpus, trained[0], settings, out)
     assert not out.exists()
-    return str(caught.value)
-
-
-def test_probe_categories_missing_from_the_config_fail(micro, checkpoint, corpus, trained, tmp_path):
-    message = _score_without_numbers(micro, checkpoint, corpus, trained[0], tmp_path)
-    assert f"probe file {corpus('probes')} holds categories" in message
-    assert "numbers" in message and message.endswith("that the config does not list")
-
-
-def test_missing_probe_categories_are_listed_plainly(micro, checkpoint, corpus, trained, tmp_path):
-    assert "holds categories ['numbers'] that" in _score_without_numbers(
-        micro, checkpoint, corpus, trained[0], tmp_path
+    assert str(caught.value) == (
+        f"probe file {corpus('probes')} holds categories ['numbers'] that the config does not list"
     )
 
 
@@ -165,7 +146,7 @@ def test_score_file_has_a_layer_dimension(micro, scored):
 def test_score_file_quality_is_the_sae_quality_on_held_out_text(micro, checkpoint, corpus, trained, scored):
     _, written, settings = scored
     model = load_model(checkpoint, CPU)
-    ids = token_rows(corpus("tokens"), checkpoint, "eval", micro["evaluation"]["tokens"], 32)
+    ids = token_rows(corpus("eval_tokens"), checkpoint, "eval", micro["evaluation"]["tokens"], 32)
     held_out = layer_activations(model, ids, LAYERS, settings["forward_batch_size"])
     for layer in LAYERS:
         expected = quality(load_sae(layout.sae_dir(trained[0], "tiny-a", 6, layer)), held_out[layer].float())

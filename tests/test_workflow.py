@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import JOB_ENV, TESTS, planned_jobs, snakemake
+
 from featurebirth import layout
 from featurebirth.cube import open_cube, write_cube
 
@@ -135,8 +135,9 @@ def test_rerun_has_nothing_to_do(micro_run):
     assert "Nothing to be done" in plan.stdout + plan.stderr
 
 
-def test_changing_scoring_or_figures_retrains_nothing(micro_run, tmp_path):
-    """Settings reach only the jobs that read them: scoring reruns score jobs, a figure setting only figures."""
+def test_changing_evaluation_scoring_or_figures_retrains_nothing(micro_run, tmp_path):
+    """Settings reach only the jobs that read them: scoring, the evaluation split and the probes rerun score jobs
+    (and their own), a figure setting only figures; no checkpoint and no SAE is retrained."""
     results, _, _ = micro_run
     config = yaml.safe_load((TESTS / "micro.yaml").read_text())
     config["scoring"] = {"n_permutations": 20}
@@ -148,28 +149,45 @@ def test_changing_scoring_or_figures_retrains_nothing(micro_run, tmp_path):
     counts = _counts(plan.stdout)
     assert counts.get("score") == 4 and "train_saes" not in counts and "toy_model" not in counts
     config.pop("scoring")
+    config["corpus"]["n_eval_sequences"] = 9
+    config["probes"]["n_controls"] = 12
+    changed.write_text(yaml.safe_dump(config))
+    plan = snakemake("-n", "--configfile", str(changed), "--config", f"results={results}")
+    counts = _counts(plan.stdout)
+    assert counts.get("eval_split") == counts.get("probes") == 1 and counts.get("score") == 4, counts
+    assert not {"corpus", "toy_model", "train_saes"} & set(counts), counts
+    config["corpus"]["n_eval_sequences"] = 8
+    config["probes"]["n_controls"] = 16
     changed.write_text(yaml.safe_dump(config))
     plan = snakemake("-n", "--configfile", str(changed), "--config", f"results={results}")
     counts = _counts(plan.stdout)
     assert set(counts) == {"heatmaps", "figure", "all", "total"}, counts
 
 
-def test_a_deleted_sae_is_retrained_alone(micro_run, tmp_path):
-    """Deleting one cell's weights plans an SAE job for that layer alone and rescores its checkpoint."""
+def test_a_deleted_sae_stops_the_plan_until_its_manifest_goes(micro_run, tmp_path):
+    """Deleting one cell's weights stops the plan with the fix: delete the group's manifest, --forcerun it."""
     results, _, args = micro_run
     weights = Path(layout.sae_files(results, "tiny-a", 0, 1)[0])
-    aside = tmp_path / "aside"
-    weights.replace(aside)
+    manifest = Path(layout.sae_group(results, "tiny-a", 0, "0-1"))
+    weights.replace(tmp_path / "weights")
     try:
-        plan = snakemake("-n", *args)
+        refused = snakemake("-n", *args)
+        manifest.replace(tmp_path / "manifest")
+        replanned = snakemake("-n", *args, "--forcerun", str(manifest))
     finally:
-        aside.replace(weights)
-    assert plan.returncode == 0, plan.stderr[-3000:]
-    jobs = [(job["rule"], job["wildcards"]) for job in planned_jobs(plan.stdout) if "step" in job["wildcards"]]
-    assert [(rule, wc["model"], wc["step"], wc.get("layers")) for rule, wc in jobs if rule != "score"] == [
-        ("train_saes", "tiny-a", "0", "1")
+        (tmp_path / "weights").replace(weights)
+        if (tmp_path / "manifest").exists():
+            (tmp_path / "manifest").replace(manifest)
+    assert refused.returncode != 0
+    message = refused.stdout + refused.stderr
+    assert f"the manifest of their layer group, {manifest}, says the group is trained" in message
+    assert str(weights) in message and f"--forcerun {manifest}" in message
+    assert replanned.returncode == 0, replanned.stderr[-3000:]
+    jobs = [(job["rule"], job["wildcards"]) for job in planned_jobs(replanned.stdout) if "step" in job["wildcards"]]
+    assert sorted((rule, wc["model"], wc["step"], wc.get("layers")) for rule, wc in jobs) == [
+        ("score", "tiny-a", "0", None),
+        ("train_saes", "tiny-a", "0", "0-1"),
     ]
-    assert [(wc["model"], wc["step"]) for rule, wc in jobs if rule == "score"] == [("tiny-a", "0")]
 
 
 def test_bad_config_stops_before_any_job(tmp_path):
@@ -238,7 +256,7 @@ def test_adding_a_step_and_a_layer_trains_only_the_new_cells(micro_run, tmp_path
     assert cube["score"].sel(model="tiny-b", layer=1).notnull().all()
 
 
-def test_reactivation_table_end_to_end(micro_run, tmp_path):
+def test_reactivation_table_end_to_end(micro_run, micro, tmp_path):
     """A dip planted in the cube (tiny-b has three studied layers after the extension) is found by the tables job."""
     results, _, _ = micro_run
     cube = open_cube(layout.cube_path(results))
@@ -247,18 +265,9 @@ def test_reactivation_table_end_to_end(micro_run, tmp_path):
     cube["score"].loc[cell] = [0.95, 0.2, 0.9]
     cube["null"].loc[cell] = [0.1, 0.1, 0.1]
     cube["variance_explained"].loc[{"model": "tiny-b", "step": 6}] = 0.9
-    planted = tmp_path / "cube.nc"
+    planted = Path(layout.cube_path(tmp_path))
     write_cube(cube, planted)
-    settings = {
-        "tau": 0.8,
-        "margin": 0.2,
-        "tau_low": 0.6,
-        "persistence": 1,
-        "min_variance_explained": 0.5,
-        "depth_bins": 3,
-        "return_cosine": 0.5,
-        "allow_duplicate_checkpoints": False,
-    }
+    settings = micro["analysis"]  # the validated defaults
     made = subprocess.run(
         [
             sys.executable,
@@ -272,7 +281,7 @@ def test_reactivation_table_end_to_end(micro_run, tmp_path):
             "--out-dir",
             layout.tables_dir(tmp_path),
             "--analysis",
-            str(tmp_path / "analysis.nc"),
+            layout.analysis_path(tmp_path),
         ],
         capture_output=True,
         text=True,
@@ -287,5 +296,5 @@ def test_reactivation_table_end_to_end(micro_run, tmp_path):
     assert (row["score_l1"], row["score_l2"], row["score_l3"]) == pytest.approx((0.95, 0.2, 0.9))
     cosine = float(cube["direction_cosine"].sel(cell).sel(layer=2, other_layer=0))
     assert row["cosine_l3_l1"] == pytest.approx(cosine, abs=1e-4)
-    assert row["feature_verdict"] == ("returns" if cosine >= 0.5 else "new")
+    assert row["feature_verdict"] == ("returns" if cosine >= settings["return_cosine"] else "new")
     assert np.isfinite(events[["score_l1", "score_l2", "score_l3"]].values).all()

@@ -7,9 +7,9 @@ Activations stay in memory: SAE jobs train from them and score jobs evaluate on 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import h5py
 import numpy as np
@@ -71,7 +71,7 @@ def layer_activations(
 ) -> dict[int, torch.Tensor]:
     """Every requested block's output for every token of `ids`, one forward pass per batch.
 
-    Held in host memory as float16 [tokens, d_model] per layer (what the caches used to store on disk).
+    Held in host memory as float16 [tokens, d_model] per layer, converted while copied into place.
     """
     device = next(model.parameters()).device
     d_model = model.config.hidden_size
@@ -80,9 +80,9 @@ def layer_activations(
     with capture_blocks(model, layers) as captured:
         for start in range(0, len(ids), batch_size):
             model.gpt_neox(input_ids=ids[start : start + batch_size].to(device))
-            rows = slice(start * width, (start + len(captured[layers[0]])) * width)
             for layer in layers:
-                out[layer][rows] = captured[layer].reshape(-1, d_model).to(STORAGE_DTYPE).cpu()
+                values = captured[layer].reshape(-1, d_model)
+                out[layer][start * width : start * width + len(values)].copy_(values)
     return out
 
 

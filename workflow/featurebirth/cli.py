@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from .layout import analysis_path, parse_layer_group, results_of
+from .config import STEP_FIGURES
+from .layout import FIGURES, analysis_path, parse_layer_group, results_of
 
 log = logging.getLogger("featurebirth")
 
@@ -26,6 +27,18 @@ def cmd_corpus(args: argparse.Namespace) -> None:
     from .corpus import build_corpus
 
     build_corpus(args.settings["corpus"], args.settings["probes"], args.out_dir)
+
+
+def cmd_eval_split(args: argparse.Namespace) -> None:
+    from .corpus import build_eval_split
+
+    build_eval_split(args.settings["corpus"], args.tokenizer, args.out_dir)
+
+
+def cmd_probes(args: argparse.Namespace) -> None:
+    from .corpus import build_probes
+
+    build_probes(args.settings["corpus"], args.settings["probes"], args.out_dir)
 
 
 def cmd_train_model(args: argparse.Namespace) -> None:
@@ -110,7 +123,8 @@ def cmd_figure(args: argparse.Namespace) -> None:
     from .cube import open_cube
 
     cube, analysis, dpi = open_cube(args.cube), read_analysis(args.analysis), args.settings["dpi"]
-    steps = figures.shown_steps([int(s) for s in cube["step"].values], args.settings["steps"])
+    if args.kind in STEP_FIGURES:
+        steps = figures.shown_steps([int(s) for s in cube["step"].values], args.settings["steps"])
     if args.kind == "heatmaps":
         if args.model not in cube["model"].values:
             raise SystemExit(f"figure heatmaps: --model {args.model!r} is not in the cube {list(cube['model'].values)}")
@@ -166,8 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=handler)
         return command
 
-    p = add("corpus", cmd_corpus, "generate the planted corpus, tokenizer and probe set")
+    p = add("corpus", cmd_corpus, "generate the planted corpus (train and SAE splits), its tokenizer and lexicon")
     _settings_argument(p, "corpus_settings")
+    p.add_argument("--out-dir", type=Path, required=True, help="the corpus folder")
+
+    p = add("eval-split", cmd_eval_split, "generate the held-out evaluation split")
+    _settings_argument(p, "eval_split_settings")
+    p.add_argument("--tokenizer", type=Path, required=True)
+    p.add_argument("--out-dir", type=Path, required=True, help="the corpus folder")
+
+    p = add("probes", cmd_probes, "write the probe set")
+    _settings_argument(p, "probe_settings")
     p.add_argument("--out-dir", type=Path, required=True, help="the corpus folder")
 
     p = add("train-model", cmd_train_model, "train a toy GPT-NeoX to one step and save it")
@@ -218,8 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--analysis", type=Path, required=True, help="where the analysis itself is written (netCDF)")
 
     p = add("figure", cmd_figure, "one figure of the cube and its analysis")
-    p.add_argument("kind", choices=["heatmaps", "emergence", "scale", "reactivation"])
-    _settings_argument(p, "the figures section of the config")
+    p.add_argument("kind", choices=["heatmaps", *FIGURES])
+    _settings_argument(p, "figure_settings")
     p.add_argument("--cube", type=Path, required=True)
     p.add_argument("--analysis", type=Path, required=True)
     p.add_argument("--model", help="the model (heatmaps)")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import jsonschema
 import yaml
@@ -34,17 +34,14 @@ def load_schema() -> dict:
 
 
 def _schema_enum(*path: str) -> tuple[str, ...]:
-    """The allowed values of an enumerated key, read from the schema (their one home); '*' is any model."""
+    """The allowed values of an enumerated key, read from the schema (their one home)."""
     node = load_schema()
     for part in path:
-        node = node["additionalProperties"] if part == "*" else node["properties"][part]
+        node = node["properties"][part]
     return tuple(node["enum"])
 
 
-MODEL_SOURCES = _schema_enum("models", "*", "source")
 SAE_ARCHITECTURES = _schema_enum("sae", "architecture")
-DEVICES = _schema_enum("device")
-GPU_DTYPES = _schema_enum("activations", "gpu_dtype")
 
 
 def _validator_filling_defaults() -> type:
@@ -242,8 +239,11 @@ def model_spec(config: dict, model: str) -> dict:
     return spec
 
 
+RUNTIME_KEYS = ("device", "gpu_dtype", "forward_batch_size")
+
+
 def runtime_settings(config: dict) -> dict:
-    """Where and how a compute stage runs its forward passes."""
+    """Where and how a compute stage runs its forward passes (RUNTIME_KEYS)."""
     return {
         "device": config["device"],
         "gpu_dtype": config["activations"]["gpu_dtype"],
@@ -251,10 +251,37 @@ def runtime_settings(config: dict) -> dict:
     }
 
 
+SPLIT_SIZES = ("n_train_sequences", "n_sae_sequences", "n_eval_sequences")
+GENERATION_KEYS = ("seed", "seq_len", "category_fraction", "neutral_context_fraction", *LEXICON_KEYS)
+
+
+def _generation(config: dict, *sizes: str) -> dict:
+    """The corpus generator's settings (the lexicon's content, not its file name) with the given split sizes."""
+    return {key: config["corpus"][key] for key in (*GENERATION_KEYS, *sizes)}
+
+
 def corpus_settings(config: dict) -> dict:
-    """Everything the corpus stage reads: the lexicon's content, not its file name (moving it reruns nothing)."""
-    corpus = {key: value for key, value in config["corpus"].items() if key != "lexicon"}
+    """What the corpus job reads: the generator, the train and SAE split sizes, the probe templates (vocabulary)."""
+    return {
+        "corpus": _generation(config, "n_train_sequences", "n_sae_sequences"),
+        "probes": {"templates": config["probes"]["templates"]},
+    }
+
+
+def eval_split_settings(config: dict) -> dict:
+    """What the evaluation-split job reads: the generator and the split's size."""
+    return {"corpus": _generation(config, "n_eval_sequences")}
+
+
+def probe_settings(config: dict) -> dict:
+    """What the probe job reads: the probes section and the words it places in the templates."""
+    corpus = {key: config["corpus"][key] for key in ("categories", "filler_words")}
     return {"corpus": corpus, "probes": config["probes"]}
+
+
+def hub_settings(config: dict, model: str) -> dict:
+    """What the prefetch of a hub model reads."""
+    return {"model": model_spec(config, model), "hub": config["hub"]}
 
 
 def sae_training_settings(config: dict, model: str) -> dict:
@@ -282,22 +309,42 @@ def scoring_settings(config: dict) -> dict:
     }
 
 
-PRESENTATION_KEYS = ("results", "analysis", "figures")
+def provenance(config: dict) -> dict:
+    """The settings that made the cube's numbers, stage by stage: job shape, paths, devices and resources left out,
+    and so are analysis and figures, so that changing any of those never rebuilds the cube."""
+    models = {name: {k: v for k, v in model_spec(config, name).items() if k != "training"} for name in config["models"]}
+    sae = {name: sae_training_settings(config, name)["sae"] for name in config["models"]}
+    scoring = {key: value for key, value in scoring_settings(config).items() if key not in RUNTIME_KEYS}
+    return {
+        "steps": config["steps"],
+        "corpus": _generation(config, *SPLIT_SIZES),
+        "probes": config["probes"],
+        "toy_training": config["toy_training"],
+        "models": models,
+        "sae": sae,
+        "sae_tokens": {"max_tokens": config["activations"]["max_tokens"], "seq_len": config["corpus"]["seq_len"]},
+        **scoring,
+    }
 
 
 def cube_settings(config: dict) -> dict:
-    """What the cube is built from: order, steps, planted frequencies, and the config as provenance.
-
-    Analysis and figure settings are left out, so changing a threshold or a figure never rebuilds the cube.
-    """
-    provenance = {key: value for key, value in config.items() if key not in PRESENTATION_KEYS}
+    """What the cube is built from: order, steps, planted frequencies, and the provenance."""
     return {
         "models": list(config["models"]),
         "steps": config["steps"],
         "categories": categories(config),
         "planted_frequency": {name: spec["planted_frequency"] for name, spec in config["corpus"]["categories"].items()},
-        "provenance": provenance,
+        "provenance": provenance(config),
     }
+
+
+STEP_FIGURES = ("scale", "reactivation")  # the figures drawn at chosen steps (figures.steps)
+
+
+def figure_settings(config: dict, figure: str) -> dict:
+    """What one figure reads: the dpi, and the steps where it is drawn at chosen steps."""
+    chosen = {"steps": config["figures"]["steps"]} if figure in STEP_FIGURES else {}
+    return {"dpi": config["figures"]["dpi"], **chosen}
 
 
 def grid(config: dict) -> list[tuple[str, int, int]]:

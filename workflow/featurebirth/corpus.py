@@ -17,6 +17,7 @@ import numpy as np
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from .config import SPLIT_SIZES
 from .io import atomic_dir, atomic_path
 from .layout import CONTROL, in_corpus
 
@@ -146,30 +147,49 @@ def write_tokens(splits: dict[str, np.ndarray], vocab_size: int, path: Path) -> 
             handle.create_dataset(name, data=ids, chunks=(min(256, len(ids)), ids.shape[1]), track_times=False)
 
 
-SPLITS = {"train": "n_train_sequences", "sae": "n_sae_sequences", "eval": "n_eval_sequences"}
-SPLIT_TEXT = {"train": "train_text", "sae": "sae_text", "eval": "eval_text"}
+TRAIN_SPLIT, SAE_SPLIT, EVAL_SPLIT = "train", "sae", "eval"
+SPLITS = dict(zip((TRAIN_SPLIT, SAE_SPLIT, EVAL_SPLIT), SPLIT_SIZES))  # split -> its size key in the corpus section
+SPLIT_FILES = {  # split -> its token-id file and its text file (layout.CORPUS_FILES names)
+    TRAIN_SPLIT: ("tokens", "train_text"),
+    SAE_SPLIT: ("tokens", "sae_text"),
+    EVAL_SPLIT: ("eval_tokens", "eval_text"),
+}
+
+
+def _write_splits(corpus: dict, splits: list[str], tokenizer, folder: Path) -> None:
+    """Generate each split from its own seed (train, sae, eval: seed + 0, 1, 2); write its text and token ids."""
+    ids = {}
+    for split in splits:
+        sequences = generate_sequences(corpus, corpus[SPLITS[split]], corpus["seed"] + list(SPLITS).index(split))
+        with atomic_path(in_corpus(folder, SPLIT_FILES[split][1])) as tmp:
+            tmp.write_text("".join(" ".join(words) + "\n" for words in sequences))
+        ids[split] = np.array([tokenizer.convert_tokens_to_ids(words) for words in sequences], dtype=np.int32)
+    write_tokens(ids, len(tokenizer), Path(in_corpus(folder, SPLIT_FILES[splits[0]][0])))
 
 
 def build_corpus(corpus: dict, probes: dict, folder: Path) -> None:
-    """Write the train / SAE / evaluation splits (text and token ids), the tokenizer, the probes and the lexicon.
+    """The tokenizer, the train and SAE splits (text and token ids) and the lexicon.
 
-    The splits are generated from different seeds: the models train on `train`, SAEs on `sae`, and SAE
-    quality is measured on `eval`, which neither sees.
+    The probe templates shape the word-level vocabulary, so they are read here; the evaluation
+    split and the probe set have jobs of their own, so that changing them retrains nothing.
     """
     tokenizer = build_tokenizer(vocabulary(corpus, probes))
-    ids = {}
-    for offset, (split, size_key) in enumerate(SPLITS.items()):
-        sequences = generate_sequences(corpus, corpus[size_key], corpus["seed"] + offset)
-        with atomic_path(in_corpus(folder, SPLIT_TEXT[split])) as tmp:
-            tmp.write_text("".join(" ".join(words) + "\n" for words in sequences))
-        ids[split] = np.array([tokenizer.convert_tokens_to_ids(words) for words in sequences], dtype=np.int32)
-    write_tokens(ids, len(tokenizer), Path(in_corpus(folder, "tokens")))
+    _write_splits(corpus, [TRAIN_SPLIT, SAE_SPLIT], tokenizer, folder)
     with atomic_dir(in_corpus(folder, "tokenizer")) as tmp:
         tokenizer.save_pretrained(tmp)
-    write_probes(probe_items(corpus, probes), Path(in_corpus(folder, "probes")))
     lexicon = {
         name: {"planted_frequency": spec["planted_frequency"], "words": spec["words"]}
         for name, spec in corpus["categories"].items()
     }
     with atomic_path(in_corpus(folder, "lexicon")) as tmp:
         tmp.write_text(json.dumps(lexicon, indent=2) + "\n")
+
+
+def build_eval_split(corpus: dict, tokenizer_dir: Path, folder: Path) -> None:
+    """The held-out evaluation split (text and token ids): neither the models nor the SAEs train on it."""
+    _write_splits(corpus, [EVAL_SPLIT], PreTrainedTokenizerFast.from_pretrained(tokenizer_dir), folder)
+
+
+def build_probes(corpus: dict, probes: dict, folder: Path) -> None:
+    """The probe set: every category word in every held-out template, then filler controls."""
+    write_probes(probe_items(corpus, probes), Path(in_corpus(folder, "probes")))

@@ -2,16 +2,16 @@
 
 Cells a model does not have (layers beyond its depth, layers not studied) are NaN. The config that
 made it is kept in the attributes as provenance only: the analysis takes its settings from the
-workflow, never from there. Beside the
-scores the cube keeps, per (model, step, category), the cosine between the best features'
-decoder directions of every pair of layers, so reactivation can be judged from the cube alone.
+workflow, never from there. Beside the scores the cube keeps, per (model, step, category), the
+cosine between the best features' decoder directions of every pair of layers, so reactivation can
+be judged from the cube alone.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import xarray as xr
@@ -112,7 +112,7 @@ def build_cube(scored: list[xr.Dataset], settings: dict) -> xr.Dataset:
             "n_layers": ("model", [int(info[m]["n_layers"]) for m in models]),
             "planted_frequency": (
                 "category",
-                [float(planted.get(c, np.nan)) for c in categories],
+                [float(planted[c]) for c in categories],
                 {"description": "relative weight the category was planted with (corpus lexicon)"},
             ),
         },

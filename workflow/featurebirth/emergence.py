@@ -40,7 +40,7 @@ def represented(cube: xr.Dataset, settings: dict) -> xr.DataArray:
 
 def refuse_duplicates(duplicates: list[dict], settings: dict) -> None:
     """Raise DuplicateCheckpointError for duplicate checkpoints unless `allow_duplicate_checkpoints` is set."""
-    if duplicates and not settings.get("allow_duplicate_checkpoints", False):
+    if duplicates and not settings["allow_duplicate_checkpoints"]:
         listed = ", ".join(f"{d['model']} step {d['step']} ({d['fingerprint']})" for d in duplicates)
         raise DuplicateCheckpointError(
             f"checkpoints with identical weights: {listed}; a revision is probably mislabelled. Fix the steps "
@@ -53,9 +53,9 @@ def studied(cube: xr.Dataset) -> xr.DataArray:
     return cube["score"].notnull().any("category")
 
 
-def relative_depth(cube: xr.Dataset) -> xr.DataArray:
-    """(layer + 1) / n_layers per (model, layer): the share of the model's blocks applied, in (0, 1]."""
-    return (cube["layer"] + 1) / cube["n_layers"]
+def relative_depth(layer: xr.DataArray, n_layers: xr.DataArray) -> xr.DataArray:
+    """(layer + 1) / n_layers: the share of the model's blocks applied, in (0, 1]; NaN where `layer` is NaN."""
+    return (layer + 1) / n_layers
 
 
 def first_persistent(flags: np.ndarray, persistence: int) -> np.ndarray:
@@ -128,11 +128,6 @@ def threshold_names(smallest: xr.DataArray, models: xr.DataArray) -> xr.DataArra
     return xr.DataArray(names)[smallest].astype(object).rename("scale_model")
 
 
-def scale_threshold(flags: xr.DataArray, n_params: xr.DataArray) -> xr.DataArray:
-    """Parameters of the smallest model with a represented layer (step, category[, ...]); NaN if none."""
-    return threshold_params(smallest_model(flags, n_params), n_params)
-
-
 def depth_bin_labels(n_bins: int) -> list[str]:
     """Labels of equal relative-depth bins, e.g. '0-33%', '33-67%', '67-100%'."""
     edges = np.linspace(0, 100, n_bins + 1)
@@ -141,7 +136,7 @@ def depth_bin_labels(n_bins: int) -> list[str]:
 
 def depth_binned(cube: xr.Dataset, flags: xr.DataArray, n_bins: int) -> xr.DataArray:
     """Flags with a leading depth_bin dimension: 'all' (every layer), then each relative-depth bin (its layers only)."""
-    bins = np.ceil(relative_depth(cube) * n_bins).clip(1, n_bins) - 1
+    bins = np.ceil(relative_depth(cube["layer"], cube["n_layers"]) * n_bins).clip(1, n_bins) - 1
     per_bin = [flags.where(bins == b, False) for b in range(n_bins)]
     return xr.concat([flags, *per_bin], "depth_bin").assign_coords(depth_bin=["all", *depth_bin_labels(n_bins)])
 

@@ -47,7 +47,7 @@ def _symlog_steps(ax: plt.Axes, steps: np.ndarray) -> None:
     ax.minorticks_off()
 
 
-def heatmaps(cube: xr.Dataset, analysis: Analysis, model: str, path: Path, dpi: int = 120) -> None:
+def heatmaps(cube: xr.Dataset, analysis: Analysis, model: str, path: Path, dpi: int) -> None:
     """One panel per category: score over layer x step; the black line is the emergence boundary."""
     score = cube["score"].sel(model=model)
     layers = cube["layer"].values[em.studied(cube).sel(model=model).any("step").values]
@@ -101,22 +101,16 @@ def _best_over_layers(cube: xr.Dataset) -> pd.DataFrame:
     return frame
 
 
-def emergence_curves(cube: xr.Dataset, analysis: Analysis, path: Path, dpi: int = 120) -> None:
+def _score_lines(frame: pd.DataFrame, **facets) -> sns.FacetGrid:
+    """Category score as lines, one colour per category, faceted as asked (the line figures share this)."""
+    return sns.relplot(frame, y="score", hue="category", kind="line", marker="o", **facets)
+
+
+def emergence_curves(cube: xr.Dataset, analysis: Analysis, path: Path, dpi: int) -> None:
     """Best score over layers against step, one panel per model; dashed lines are each category's null."""
     tau = analysis.settings["tau"]
     frame = _best_over_layers(cube)
-    grid = sns.relplot(
-        frame,
-        x="step",
-        y="score",
-        hue="category",
-        col="model",
-        kind="line",
-        marker="o",
-        height=3.2,
-        aspect=1.1,
-        facet_kws={"sharey": True},
-    )
+    grid = _score_lines(frame, x="step", col="model", height=3.2, aspect=1.1, facet_kws={"sharey": True})
     steps = cube["step"].values
     for model, ax in grid.axes_dict.items():
         mine = frame[frame["model"] == model]
@@ -134,14 +128,12 @@ def emergence_curves(cube: xr.Dataset, analysis: Analysis, path: Path, dpi: int 
     _save(grid.figure, path, dpi)
 
 
-def scale(cube: xr.Dataset, analysis: Analysis, steps: list[int], path: Path, dpi: int = 120) -> None:
+def scale(cube: xr.Dataset, analysis: Analysis, steps: list[int], path: Path, dpi: int) -> None:
     """Best score over layers against model size, one panel per shown step."""
     tau = analysis.settings["tau"]
     frame = _best_over_layers(cube)
     frame = frame[frame["step"].isin(steps)]
-    grid = sns.relplot(
-        frame, x="n_params", y="score", hue="category", col="step", kind="line", marker="o", height=3.2, aspect=1.0
-    )
+    grid = _score_lines(frame, x="n_params", col="step", height=3.2, aspect=1.0)
     sizes = cube["n_params"].to_series()
     for ax in grid.axes.flat:
         ax.set_xscale("log")
@@ -155,25 +147,13 @@ def scale(cube: xr.Dataset, analysis: Analysis, steps: list[int], path: Path, dp
     _save(grid.figure, path, dpi)
 
 
-def reactivation(cube: xr.Dataset, analysis: Analysis, steps: list[int], path: Path, dpi: int = 120) -> None:
+def reactivation(cube: xr.Dataset, analysis: Analysis, steps: list[int], path: Path, dpi: int) -> None:
     """Score against layer at the shown steps, one row per model; dips of reactivation events are marked."""
     settings, events = analysis.settings, analysis.reactivation
     exists = em.studied(cube)
     frame = cube["score"].sel(step=steps).where(exists.sel(step=steps)).reset_coords(drop=True)
     frame = frame.to_dataframe().dropna().reset_index()
-    grid = sns.relplot(
-        frame,
-        x="layer",
-        y="score",
-        hue="category",
-        row="model",
-        col="step",
-        kind="line",
-        marker="o",
-        height=2.6,
-        aspect=1.2,
-        facet_kws={"sharex": False},
-    )
+    grid = _score_lines(frame, x="layer", row="model", col="step", height=2.6, aspect=1.2, facet_kws={"sharex": False})
     for (model, step), ax in grid.axes_dict.items():
         ax.axhline(settings["tau"], color="grey", linewidth=0.8, linestyle=":")
         ax.axhline(settings["tau_low"], color="firebrick", linewidth=0.8, linestyle=":")

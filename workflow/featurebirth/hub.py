@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 from .io import write_json
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 POINTER_SUFFIX = ".json"
 WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
@@ -30,12 +34,13 @@ def revision_name(spec: dict, step: int) -> str:
 
 def _missing(repo: str, revision: str, cache_dir: str | Path) -> MissingRevisionError:
     return MissingRevisionError(
-        f"revision '{revision}' of '{repo}' is not in the hub cache {cache_dir}: fetch it on a node with "
-        f"internet (snakemake prefetch --cores 1, or with HF_HUB_OFFLINE unset) before running compute jobs"
+        f"revision '{revision}' of '{repo}' is not in the hub cache {cache_dir}: fetch it before running compute "
+        "jobs by running the workflow on a node with internet, or only its prefetch jobs there "
+        "(snakemake --until prefetch, with the same --configfile)"
     )
 
 
-def prefetch(spec: dict, step: int, cache_dir: str | Path, pointer: Path, offline: bool = False) -> dict:
+def prefetch(spec: dict, step: int, cache_dir: str | Path, pointer: Path, offline: bool) -> dict:
     """Download (or, offline, find) one revision into `cache_dir` and write its pointer; return the pointer."""
     repo, revision = spec["repo"], revision_name(spec, step)
     try:
@@ -77,7 +82,7 @@ def pretrained_arguments(path: str | Path) -> tuple[str, dict]:
     }
 
 
-def load_pretrained(loader, path: str | Path, **kwargs):
+def load_pretrained(loader: type, path: str | Path, **kwargs) -> PreTrainedModel | PreTrainedTokenizerBase:
     """`loader.from_pretrained` on a folder or a pointer; a revision missing from the cache names itself."""
     source, extra = pretrained_arguments(path)
     try:

@@ -9,9 +9,9 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 
 def _temporary_sibling(path: Path) -> Path:
@@ -58,6 +58,6 @@ def read_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def plain_attrs(attrs) -> dict:
+def plain_attrs(attrs: Mapping) -> dict:
     """HDF5 attributes as plain Python values (numpy scalars and arrays converted), ready for JSON."""
     return {key: value.tolist() if hasattr(value, "tolist") else value for key, value in attrs.items()}

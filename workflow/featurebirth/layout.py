@@ -43,7 +43,8 @@ def in_corpus(folder: str | Path, name: str) -> str:
 
 
 CORPUS_FILES = {
-    "tokens": "tokens.h5",  # token ids of the toy tokenizer, one dataset per split
+    "tokens": "tokens.h5",  # token ids of the toy tokenizer: the train and sae splits
+    "eval_tokens": "eval.h5",  # token ids of the evaluation split
     "probes": "probes.tsv",
     "tokenizer": "tokenizer",
     "lexicon": "lexicon.json",

@@ -15,7 +15,7 @@ from .layout import CHECKPOINT_METADATA
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: str) -> torch.device:
     """`auto` means CUDA when a GPU is visible, else the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

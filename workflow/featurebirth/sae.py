@@ -14,14 +14,15 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from tqdm import tqdm
 
 from .activations import layer_activations, token_rows
+from .corpus import SAE_SPLIT
 from .io import atomic_path, read_json, write_json
 from .layout import SAE_CONFIG, SAE_WEIGHTS, cell_name, group_sae_dirs
 from .models import forward_dtype, load_model, resolve_device
@@ -188,7 +189,7 @@ def train_layer_group(
     layers = list(folders)
     device = resolve_device(settings["device"])
     network = load_model(checkpoint, device, forward_dtype(device, settings["gpu_dtype"]))
-    ids = token_rows(tokens, checkpoint, "sae", settings["tokens"]["max_tokens"], settings["tokens"]["seq_len"])
+    ids = token_rows(tokens, checkpoint, SAE_SPLIT, settings["tokens"]["max_tokens"], settings["tokens"]["seq_len"])
     activations = layer_activations(network, ids, layers, settings["forward_batch_size"])
     del network
     manifest = {"model": model, "step": step, "layers": layers, "tokens": int(ids.numel()), "cells": {}}

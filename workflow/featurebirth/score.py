@@ -18,7 +18,7 @@ import xarray as xr
 from scipy.stats import rankdata
 
 from .activations import layer_activations, probe_activations, token_rows
-from .corpus import read_probes
+from .corpus import EVAL_SPLIT, read_probes
 from .io import atomic_path
 from .layout import CONTROL, group_sae_dirs
 from .models import checkpoint_metadata, forward_dtype, load_model, load_tokenizer, resolve_device
@@ -115,9 +115,10 @@ def score_codes(
 
 def encode(ae: torch.nn.Module, activations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """SAE codes [items, F] of the activations and the unit decoder directions [F, d_model]."""
+    device = ae.decoder.weight.device
     with torch.inference_mode():
-        codes = ae.encode(torch.from_numpy(activations)).numpy()
-        decoder = ae.decoder.weight.T.numpy()
+        codes = ae.encode(torch.from_numpy(activations).to(device)).cpu().numpy()
+        decoder = ae.decoder.weight.T.cpu().numpy()
     return codes, decoder / np.linalg.norm(decoder, axis=1, keepdims=True).clip(min=1e-12)
 
 
@@ -133,7 +134,7 @@ def score_layer(
     codes, directions = encode(ae, probes)
     scores = score_codes(codes, labels, words, settings["categories"], settings["scoring"])
     scores["best_direction"] = (("category", "hidden"), directions[scores["best_feature"].values].astype(np.float32))
-    for name, value in quality(ae, held_out.float()).items():
+    for name, value in quality(ae, held_out.to(ae.decoder.weight.device).float()).items():
         scores[name] = value
     return scores
 
@@ -174,12 +175,12 @@ def score_step(
         raise ValueError(f"probe file {probes} holds categories {unknown} that the config does not list")
     probe_acts = probe_activations(network, load_tokenizer(checkpoint), items, settings["forward_batch_size"])
     evaluation = settings["evaluation"]
-    ids = token_rows(eval_tokens, checkpoint, "eval", evaluation["tokens"], evaluation["seq_len"])
+    ids = token_rows(eval_tokens, checkpoint, EVAL_SPLIT, evaluation["tokens"], evaluation["seq_len"])
     held_out = layer_activations(network, ids, layers, settings["forward_batch_size"])
     cells = [
-        score_layer(load_sae(folders[layer]), probe_acts[layer], held_out[layer], labels, words, settings).expand_dims(
-            layer=[layer]
-        )
+        score_layer(
+            load_sae(folders[layer], device), probe_acts[layer], held_out[layer], labels, words, settings
+        ).expand_dims(layer=[layer])
         for layer in layers
     ]
     scores = xr.concat(cells, "layer")

@@ -41,14 +41,14 @@ def print_summary(cube: xr.Dataset, analysis: Analysis, console: Console | None 
         ):
             table.add_column(header, overflow="fold")
         for row in rows.itertuples():
-            step = _cell(row.emergence_step)
-            emerged = step if step == "-" else f"{step} (layer {_cell(row.emergence_step_layer)})"
+            step = _cell(row.earliest_emergence_step)
+            emerged = step if step == "-" else f"{step} (layer {_cell(row.earliest_emergence_layer)})"
             table.add_row(
                 row.category,
                 f"{row.planted_frequency:g}",
                 emerged,
                 _cell(row.emergence_layer),
-                _cell(row.scale_threshold),
+                _cell(row.scale_model),
                 _cell(row.reactivations),
             )
         console.print(table)

@@ -21,7 +21,7 @@ EMERGENCE_STEP_COLUMNS = {
     "layer": "block index (residual stream after the block)",
     "relative_depth": "(layer + 1) / n_layers",
     "category": "planted category",
-    "planted_frequency": "relative frequency the category was planted with (NaN for corpora without one)",
+    "planted_frequency": "relative frequency the category was planted with (its planted_frequency in the lexicon)",
     "emergence_step": "first step from which the category stays represented for `persistence` more steps; empty if never",
     "tokens_seen": "training tokens seen at the emergence step",
     "final_score": "category score at the last step",
@@ -37,17 +37,18 @@ SCALE_COLUMNS = {
     "step": "training step (optimizer steps)",
     "category": "planted category",
     "depth_bin": "relative-depth bin the represented layer must fall in (all: any layer)",
-    "threshold_model": "smallest model (by parameters) with a represented layer; empty if none",
-    "threshold_params": "its parameter count",
+    "scale_model": "smallest model (by parameters) with a represented layer; empty if none",
+    "scale_threshold": "its parameter count; empty if none",
 }
 SUMMARY_COLUMNS = {
     "model": "configured model name",
     "category": "planted category",
     "planted_frequency": "relative planted frequency",
-    "emergence_step": "earliest emergence step over the model's layers; empty if never",
-    "emergence_step_layer": "the layer that emergence step belongs to",
-    "emergence_layer": "shallowest represented layer at the last step",
-    "scale_threshold": "smallest represented model at the last step",
+    "earliest_emergence_step": "earliest emergence step over the model's layers; empty if never",
+    "earliest_emergence_layer": "the layer that step belongs to (the shallowest on ties); empty if never",
+    "emergence_layer": "shallowest represented layer at the last step; empty if none",
+    "scale_model": "smallest model (by parameters) with a represented layer at the last step; empty if none",
+    "scale_threshold": "its parameter count; empty if none",
     "reactivations": "reactivation events (l1>l2>l3@step)",
 }
 
@@ -62,10 +63,11 @@ TITLES = {
 INTEGER_COLUMNS = (
     "step",
     "emergence_step",
-    "emergence_step_layer",
+    "earliest_emergence_step",
+    "earliest_emergence_layer",
     "emergence_layer",
     "tokens_seen",
-    "threshold_params",
+    "scale_threshold",
     "l1",
     "l2",
     "l3",
@@ -90,7 +92,7 @@ def emergence_steps_table(cube: xr.Dataset, analysis: Analysis) -> pd.DataFrame:
             {
                 "emergence_step": analysis.emergence_step,
                 "final_score": cube["score"].isel(step=-1, drop=True),
-                "relative_depth": em.relative_depth(cube),
+                "relative_depth": em.relative_depth(cube["layer"], cube["n_layers"]),
             }
         )
         .reset_coords(drop=True)
@@ -110,21 +112,22 @@ def emergence_steps_table(cube: xr.Dataset, analysis: Analysis) -> pd.DataFrame:
 def emergence_layers_table(cube: xr.Dataset, analysis: Analysis) -> pd.DataFrame:
     """One row per (model, step, category)."""
     layers = analysis.emergence_layer
-    depth = (layers + 1) / cube["n_layers"]
+    depth = em.relative_depth(layers, cube["n_layers"])
     frame = xr.Dataset({"emergence_layer": layers, "relative_depth": depth}).to_dataframe().reset_index()
     return frame.drop(columns=[c for c in frame.columns if c not in EMERGENCE_LAYER_COLUMNS])
 
 
 def scale_table(analysis: Analysis) -> pd.DataFrame:
     """One row per (depth bin, step, category), 'all' being any layer."""
-    thresholds = xr.Dataset({"threshold_params": analysis.scale_threshold, "threshold_model": analysis.scale_model})
+    thresholds = xr.Dataset({"scale_threshold": analysis.scale_threshold, "scale_model": analysis.scale_model})
     return thresholds.to_dataframe(dim_order=["depth_bin", "step", "category"]).reset_index()
 
 
 def summary_frame(cube: xr.Dataset, analysis: Analysis) -> tuple[pd.DataFrame, dict]:
     """Per (model, category): the four answers in one row; plus the JSON summary."""
     layers = analysis.emergence_layer.isel(step=-1)
-    scale = analysis.scale_model.sel(depth_bin="all").isel(step=-1)
+    scale_model = analysis.scale_model.sel(depth_bin="all").isel(step=-1)
+    scale_threshold = analysis.scale_threshold.sel(depth_bin="all").isel(step=-1)
     events = analysis.reactivation
     rows = []
     for model in cube["model"].values:
@@ -135,10 +138,11 @@ def summary_frame(cube: xr.Dataset, analysis: Analysis) -> tuple[pd.DataFrame, d
                 {
                     **here,
                     "planted_frequency": float(cube["planted_frequency"].sel(category=category)),
-                    "emergence_step": _number(analysis.earliest_step.sel(here)),
-                    "emergence_step_layer": _number(analysis.earliest_layer.sel(here)),
+                    "earliest_emergence_step": _number(analysis.earliest_step.sel(here)),
+                    "earliest_emergence_layer": _number(analysis.earliest_layer.sel(here)),
                     "emergence_layer": _number(layers.sel(here)),
-                    "scale_threshold": scale.sel(category=category).item() or None,
+                    "scale_model": scale_model.sel(category=category).item() or None,
+                    "scale_threshold": _number(scale_threshold.sel(category=category)),
                     "reactivations": ", ".join(f"{r.l1}>{r.l2}>{r.l3}@{r.step}" for r in mine.itertuples()),
                 }
             )

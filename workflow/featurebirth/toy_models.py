@@ -15,8 +15,9 @@ import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
-from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
+from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerBase
 
+from .corpus import TRAIN_SPLIT
 from .io import atomic_dir, write_json
 from .layout import CHECKPOINT_METADATA
 
@@ -58,7 +59,9 @@ def learning_rate(step: int, training: dict) -> float:
     return training["lr"] * min(1.0, (step + 1) / warmup) if warmup else training["lr"]
 
 
-def train_model(spec: dict, step: int, ids: torch.Tensor, tokenizer) -> tuple[GPTNeoXForCausalLM, dict]:
+def train_model(
+    spec: dict, step: int, ids: torch.Tensor, tokenizer: PreTrainedTokenizerBase
+) -> tuple[GPTNeoXForCausalLM, dict]:
     """Train model `spec` for `step` optimizer steps on token rows `ids`; return it and its metadata."""
     training = spec["training"]
     torch.manual_seed(training["seed"])
@@ -94,7 +97,7 @@ def train_checkpoint(spec: dict, step: int, tokens: Path, tokenizer_dir: Path, o
     """Train model `spec` to `step` and save it as a Hugging Face checkpoint (weights, config, tokenizer)."""
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     with h5py.File(tokens, "r") as handle:
-        ids = torch.from_numpy(handle["train"][:].astype(np.int64))
+        ids = torch.from_numpy(handle[TRAIN_SPLIT][:].astype(np.int64))
     model, metadata = train_model(spec, step, ids, tokenizer)
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)

@@ -3,19 +3,25 @@
 Paths come from featurebirth.layout, settings from featurebirth.config: this file only connects them.
 """
 
-import functools
 import json
 import os
 import re
 import shlex
+from typing import Callable
+
+from snakemake.exceptions import WorkflowError
 
 from featurebirth import layout
 from featurebirth.config import (
     corpus_settings,
     cube_settings,
+    eval_split_settings,
+    figure_settings,
+    hub_settings,
     layer_groups,
     model_layers,
     model_spec,
+    probe_settings,
     sae_training_settings,
     scoring_settings,
 )
@@ -33,18 +39,18 @@ wildcard_constraints:
     layers=r"\d+(-\d+)*",
 
 
-def grows(base: int):
+def grows(base: int) -> Callable:
     """A resource that grows with each retry (base, 2 x base, ...), so a job killed for time or memory can pass."""
     return lambda wildcards, attempt: base * attempt
 
 
-def model_grows(resource: str, base: int):
+def model_grows(resource: str, base: int) -> Callable:
     """Like grows(), from the larger of `base` and the model's own floor (models.<name>.resources)."""
     floors = {name: max(base, model.get("resources", {}).get(resource, 0)) for name, model in config["models"].items()}
     return lambda wildcards, attempt: floors[wildcards.model] * attempt
 
 
-def as_arg(data) -> str:
+def as_arg(data: object) -> str:
     """A JSON value quoted for the shell: a stage's settings travel as one argument."""
     return shlex.quote(json.dumps(data, sort_keys=True))
 
@@ -53,17 +59,13 @@ def is_hub(model: str) -> bool:
     return config["models"][model]["source"] == "hub"
 
 
-def per_model(settings):
+def per_model(settings: Callable[[dict, str], dict]) -> Callable:
     """A params function giving each model its own settings, quoted once per plan rather than once per job."""
     quoted = {model: as_arg(settings(config, model)) for model in config["models"]}
     return lambda wildcards: quoted[wildcards.model]
 
 
-def hub_settings(config: dict, model: str) -> dict:
-    """What the prefetch of a hub model reads."""
-    return {"model": model_spec(config, model), "hub": config["hub"]}
-
-
+FIGURE_SETTINGS = {figure: as_arg(figure_settings(config, figure)) for figure in layout.FIGURES}
 STUDIED_LAYERS = {model: layout.layer_group(model_layers(config, model)) for model in config["models"]}
 
 
@@ -78,36 +80,50 @@ def checkpoint(wildcards) -> str:
     return layout.toy_checkpoint(RESULTS, wildcards.model, wildcards.step)
 
 
-def split_tokens(split_text: str):
-    """Toy models read the corpus's token ids; hub models tokenise the split's text with their own tokenizer."""
-    return lambda wildcards: layout.corpus_file(RESULTS, split_text if is_hub(wildcards.model) else "tokens")
+def split_tokens(token_ids: str, text: str) -> Callable:
+    """Toy models read a split's token ids; hub models tokenise its text with their own tokenizer."""
+    return lambda wildcards: layout.corpus_file(RESULTS, text if is_hub(wildcards.model) else token_ids)
 
 
-@functools.cache
-def sae_groups(model: str, step: str) -> tuple[str, ...]:
+def sae_groups(model: str, step: int) -> tuple[str, ...]:
     """The layer groups whose SAE jobs cover the studied layers of (model, step).
 
-    Groups already trained are read from their manifests' names (layout.trained_groups: which files
-    exist, never what they hold); a layer counts as trained when its group's manifest and its own
-    SAE files exist. The other layers are cut into new groups of sae.layers_per_job. So adding a
-    layer trains only that layer, a trained group keeps its name, and a deleted SAE file is retrained.
+    Groups already trained are known by their manifests' names (layout.trained_groups: which files
+    exist, never what they hold); the studied layers they leave out are cut into new groups of
+    sae.layers_per_job. So adding a layer trains only that layer, and a trained group keeps its name.
     """
     studied = model_layers(config, model)
-    kept, covered = [], set()
-    for group in layout.trained_groups(RESULTS, model, step):
-        complete = {layer for layer in group if all(map(os.path.exists, layout.sae_files(RESULTS, model, step, layer)))}
-        if complete & set(studied):
-            kept.append(layout.layer_group(group))
-        covered |= complete
+    trained = [group for group in layout.trained_groups(RESULTS, model, step) if set(group) & set(studied)]
+    for group in trained:
+        check_complete(model, step, group)
+    covered = {layer for group in trained for layer in group}
     missing = [layer for layer in studied if layer not in covered]
-    return tuple(kept + [layout.layer_group(group) for group in layer_groups(config, model, missing)])
+    return tuple(layout.layer_group(group) for group in trained + layer_groups(config, model, missing))
+
+
+def check_complete(model: str, step: int, group: list[int]) -> None:
+    """A trained group whose SAE files are gone stops the plan: its manifest must go too, to retrain it."""
+    missing = [
+        path for layer in group for path in layout.sae_files(RESULTS, model, step, layer) if not os.path.exists(path)
+    ]
+    if missing:
+        manifest = layout.sae_group(RESULTS, model, step, layout.layer_group(group))
+        raise WorkflowError(
+            f"SAE file(s) {missing} are missing, but the manifest of their layer group, {manifest}, says the group "
+            f"is trained: to retrain the group, delete that manifest and run with --forcerun {manifest}"
+        )
+
+
+# Planned once, before any job: a trained group with missing files stops the plan here (an error raised in
+# an input function would be taken by Snakemake as "no rule makes this file" and pass silently).
+SAE_GROUPS = {(model, str(step)): sae_groups(model, step) for model in config["models"] for step in config["steps"]}
 
 
 def trained_saes(wildcards) -> list[str]:
     """The SAE-job manifests a score job waits for: every studied layer of its (model, step)."""
     return [
         layout.sae_group(RESULTS, wildcards.model, wildcards.step, group)
-        for group in sae_groups(wildcards.model, wildcards.step)
+        for group in SAE_GROUPS[wildcards.model, wildcards.step]
     ]
 
 

@@ -27,7 +27,7 @@ rule heatmaps:
         mem_mb=grows(2000),
         runtime=grows(15),
     params:
-        settings=as_arg(config["figures"]),
+        settings=as_arg(figure_settings(config, "heatmaps")),
     shell:
         "python -m featurebirth figure heatmaps --model {wildcards.model} --cube {input.cube}"
         " --analysis {input.analysis} --settings {params.settings} --out {output} > {log} 2>&1"
@@ -55,7 +55,7 @@ rule figure:
         mem_mb=grows(2000),
         runtime=grows(15),
     params:
-        settings=as_arg(config["figures"]),
+        settings=lambda wildcards: FIGURE_SETTINGS[wildcards.figure],
     shell:
         "python -m featurebirth figure {wildcards.figure} --cube {input.cube} --analysis {input.analysis}"
         " --settings {params.settings} --out {output} > {log} 2>&1"

@@ -7,8 +7,8 @@ Scoring and evaluation settings are this job's alone: changing them rescores wit
 rule score:
     input:
         checkpoint=checkpoint,
-        probes=rules.corpus.output.probes,
-        eval_tokens=split_tokens("eval_text"),
+        probes=rules.probes.output[0],
+        eval_tokens=split_tokens("eval_tokens", "eval_text"),
         saes=trained_saes,
     output:
         layout.score_path(RESULTS, "{model}", "{step}"),
