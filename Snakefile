@@ -37,6 +37,7 @@ except ConfigError as error:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/corpus.smk"
+include: "workflow/rules/text.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/sae.smk"
 include: "workflow/rules/score.smk"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import yaml
 
 from featurebirth import layout
 from featurebirth.config import model_spec, validate_config
-from featurebirth.corpus import build_corpus, build_eval_split, build_probes
+from featurebirth.corpus import build_corpus, build_eval_split, build_probes, generate_sequences
 from featurebirth.toy_models import train_checkpoint
 
 TESTS = Path(__file__).resolve().parent
@@ -95,3 +96,61 @@ def checkpoint(micro, corpus, tmp_path_factory) -> Path:
     out = Path(layout.toy_checkpoint(tmp_path_factory.mktemp("models"), "tiny-a", 6))
     train_checkpoint(model_spec(micro, "tiny-a"), 6, corpus("tokens"), corpus("tokenizer"), out)
     return out
+
+
+TEXT_MODEL_REPO = "featurebirth-test/tiny-neox"
+TEXT_DATASET_REPO = "featurebirth-test/planted-text"
+TEXT_SHARDS = 3  # shards of the test dataset, 30 documents each
+TEXT_MODEL_COMMITS = {0: "00000000000000000000000000000000000000a0", 6: "00000000000000000000000000000000000000a6"}
+TEXT_DATASET_COMMIT = "00000000000000000000000000000000000000d0"
+
+
+def write_jsonl_zst(path: Path, records: list[dict]) -> None:
+    """A .jsonl.zst shard, as the Pile's are."""
+    import zstandard
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(record) + "\n" for record in records).encode()
+    path.write_bytes(zstandard.ZstdCompressor().compress(lines))
+
+
+@pytest.fixture(scope="session")
+def text_world(micro, corpus, tmp_path_factory) -> dict:
+    """A hub cache, laid out as huggingface_hub leaves it, with revisions step0 and step6 of a tiny GPT-NeoX and a
+    dataset of .jsonl.zst shards of generated text (in the model's word-level vocabulary); and a config using them."""
+    cache = tmp_path_factory.mktemp("hub-cache")
+    models = cache / f"models--{TEXT_MODEL_REPO.replace('/', '--')}"
+    for step, commit in TEXT_MODEL_COMMITS.items():
+        train_checkpoint(
+            model_spec(micro, "tiny-a"), step, corpus("tokens"), corpus("tokenizer"), models / "snapshots" / commit
+        )
+        (models / "refs").mkdir(exist_ok=True)
+        (models / "refs" / f"step{step}").write_text(commit)
+    dataset = cache / f"datasets--{TEXT_DATASET_REPO.replace('/', '--')}"
+    sequences = generate_sequences(micro["corpus"], 30 * TEXT_SHARDS, seed=11)
+    for shard in range(TEXT_SHARDS):
+        records = [{"text": " ".join(words), "meta": shard} for words in sequences[30 * shard : 30 * (shard + 1)]]
+        write_jsonl_zst(dataset / "snapshots" / TEXT_DATASET_COMMIT / "data" / f"part-{shard:04d}.jsonl.zst", records)
+    (dataset / "refs").mkdir()
+    (dataset / "refs" / "main").write_text(TEXT_DATASET_COMMIT)
+    raw = yaml.safe_load((TESTS / "micro.yaml").read_text())
+    raw["corpus"] = {
+        "source": "text",
+        "seq_len": 32,
+        "lexicon": str(REPO / raw["corpus"]["lexicon"]),
+        "text": {
+            "dataset": {"repo": TEXT_DATASET_REPO, "files": "data/*.jsonl.zst"},
+            "eval_documents": 10,
+            "probe_documents": 5,
+        },
+    }
+    raw["models"] = {
+        "tiny-neox": {"source": "hub", "repo": TEXT_MODEL_REPO, "d_model": 16, "n_layers": 2, "tokens_per_step": 256}
+    }
+    raw["steps"] = sorted(TEXT_MODEL_COMMITS)
+    raw["hub"] = {"cache_dir": str(cache), "offline_prefetch": True}
+    return {
+        "cache": cache,
+        "raw": raw,
+        "shards": sorted((dataset / "snapshots" / TEXT_DATASET_COMMIT / "data").iterdir()),
+    }

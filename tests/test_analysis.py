@@ -4,13 +4,14 @@ import io
 import json
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
 from rich.console import Console
-from test_emergence import HIGH, LOW, MID, SETTINGS, STEPS5, cube_of, over_layers
+from test_emergence import HIGH, LOW, MID, SETTINGS, STEPS5, cube_of, over_layers, with_downstream
 
 from featurebirth import emergence as em
 from featurebirth import figures, layout
@@ -150,6 +151,22 @@ def test_represented_follows_the_settings(override):
     assert analysis.settings == {**SETTINGS, **override}
     assert int(analysis.represented.sum()) == 0
     assert np.isnan(analysis.earliest_step).all()
+
+
+def test_min_ce_recovered_moves_emergence_and_nan_ratios_pass(tmp_path):
+    # c0 represented from step 1; its SAE recovers 0.5 of the loss at steps 1 and 2, 0.9 later; step 0 has no ratio
+    cube = with_downstream(planted_order_cube(), [np.nan, 0.5, 0.5, 0.9, 0.9], [0.0, 1.0, 1.0, 0.1, 0.1])
+    assert analyse(cube, SETTINGS).earliest_step.sel(model="m").values[:3].tolist() == [1, 2, 4]
+    settings = {**SETTINGS, "min_ce_recovered": 0.8}
+    analysis = analyse(cube, settings)
+    assert analysis.earliest_step.sel(model="m").values[:3].tolist() == [4, 4, 4]
+    assert int(analysis.represented.sum()) == 3 * 2
+    # the NaN-ratio step 0 passes the floor; its scores do not
+    assert analysis.represented.sel(step=0).sum() == 0
+    assert bool(em.healthy(cube, settings).sel(model="m", step=0, layer=0))
+    assert analysis.settings["min_ce_recovered"] == 0.8
+    write_analysis(analysis, tmp_path / "analysis.nc")
+    assert read_analysis(tmp_path / "analysis.nc").equals(analysis)
 
 
 @pytest.mark.parametrize(
@@ -373,3 +390,47 @@ def test_figures_are_written_as_png(tmp_path):
         "reactivation.png",
         "scale.png",
     ]
+
+
+def quality_cube() -> xr.Dataset:
+    """Two models over steps 0, 2, 4: 'm' (two layers) with downstream quality, the ratio NaN at step 0."""
+    scores = np.full((3, 2, 1), HIGH)
+    cube = cube_of({"m": scores, "deep": np.full((3, 3, 1), LOW)}, {"m": 10, "deep": 20}, [0, 2, 4])
+    recovered = np.full((2, 3, 3), np.nan)
+    recovered[0, 1:, :2] = [[0.5, 0.9], [0.95, 0.7]]  # (step, layer) of model m
+    increase = np.full((2, 3, 3), np.nan)
+    increase[0, :, :2] = [[0.01, 0.02], [1.2, 0.2], [0.1, 0.6]]
+    dims = ("model", "step", "layer")
+    return cube.assign(ce_loss_recovered=(dims, recovered), ce_loss_increase=(dims, increase))
+
+
+def test_quality_heatmaps_show_recovered_and_increase_and_mark_unhealthy_cells(tmp_path, captured):
+    cube = quality_cube()
+    analysis = analyse(cube, {**SETTINGS, "min_ce_recovered": 0.8})
+    figures.quality_heatmaps(cube, analysis, "m", tmp_path / "m.png", 50)
+    (fig,) = captured
+    recovered, increase = (ax for ax in fig.axes if ax.get_title())
+    assert recovered.get_title().startswith("CE loss recovered") and increase.get_title().startswith("CE loss increase")
+    for ax, name in ((recovered, "ce_loss_recovered"), (increase, "ce_loss_increase")):
+        shown = ax.collections[0].get_array()
+        expected = cube[name].sel(model="m", layer=[0, 1]).transpose("layer", "step").values
+        np.testing.assert_array_equal(np.ma.filled(shown.astype(float), np.nan).reshape(2, 3), expected)
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "1"]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "2", "4"]
+        # crosses at (step 2, layer 0) and (step 4, layer 1): below min_ce_recovered; step 0 (no ratio) passes
+        crosses = [c for c in ax.collections if c.get_label() == "unhealthy"]
+        x, y = figures.MARK_AT
+        assert sorted(map(tuple, crosses[0].get_offsets().tolist())) == [(1 + x, 0 + y), (2 + x, 1 + y)]
+    assert matplotlib.colors.to_hex(recovered.get_facecolor()) == figures.NAN_COLOUR  # NaN cells show it
+    assert "min_ce_recovered = 0.8" in fig._suptitle.get_text()
+    # no limit set: nothing marked
+    figures.quality_heatmaps(cube, analyse(cube, SETTINGS), "m", tmp_path / "m.png", 50)
+    unset = captured[1]
+    assert [len(c.get_offsets()) for ax in unset.axes for c in ax.collections if c.get_label() == "unhealthy"] == [0, 0]
+    assert "none set" in unset._suptitle.get_text()
+
+
+def test_quality_heatmaps_are_written_as_png(tmp_path):
+    cube = quality_cube()
+    figures.quality_heatmaps(cube, analyse(cube, SETTINGS), "m", tmp_path / "quality.png", 50)
+    assert (tmp_path / "quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

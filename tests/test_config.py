@@ -16,6 +16,7 @@ from featurebirth.config import (
     layer_groups,
     model_layers,
     model_spec,
+    resolve_sae,
     sae_settings,
     sae_training_settings,
     scoring_settings,
@@ -83,7 +84,26 @@ BAD_CONFIGS = {
     "empty category": (lambda c: c["corpus"]["categories"]["animals"].update(words=[]), "corpus.categories.animals.words", "empty"),
     "frequency (renamed planted_frequency)": (lambda c: c["corpus"]["categories"]["animals"].update(frequency=4), "corpus.categories.animals", "'frequency' was unexpected"),
     "k larger than dictionary": (lambda c: c["sae"].update(k=1000), "sae.k", "larger than the dictionary"),
-    "warmup not below SAE steps": (lambda c: c["sae"].update(warmup_steps=500), "sae.warmup_steps", "smaller than"),
+    # the micro budget, 7680 tokens in batches of 64, is 120 optimizer updates
+    "warmup not below the updates": (lambda c: c["sae"].update(warmup_steps=120), "sae.warmup_steps", ("120 must be smaller than the 120 updates", "(sae.tokens)")),
+    "threshold start not below the updates": (lambda c: c["sae"].update(architecture="batchtopk", threshold_start_step=500), "sae.threshold_start_step", "500 must be smaller than the 120 updates"),
+    "sparsity warm-up not below the updates": (lambda c: c["sae"].update(architecture="relu", sparsity_warmup_steps=120), "sae.sparsity_warmup_steps", "the 120 updates"),
+    "budget below two batches": (lambda c: c["sae"].update(tokens=127), "sae.tokens", "a budget of 127 tokens is less than two batches of 64"),
+    "batches grown past half the budget": (lambda c: c["sae"].update(batch_size=4096), "sae.tokens", "7680 tokens is less than two batches of 4096"),
+    "sae.steps (replaced by sae.tokens)": (lambda c: c["sae"].update(steps=120), "sae", "'steps' was unexpected"),
+    "activations.max_tokens (removed)": (lambda c: c["activations"].update(max_tokens=1280), "activations", "'max_tokens' was unexpected"),
+    "max_epochs below one": (lambda c: c["sae"].update(max_epochs=0.5), "sae.max_epochs", "minimum"),
+    "negative exclude_first": (lambda c: c["activations"].update(exclude_first=-1), "activations.exclude_first", "minimum"),
+    # the generated SAE split holds n_sae_sequences x (seq_len - exclude_first) = 40 x 31 = 1240 distinct tokens:
+    # 7 passes (micro's max_epochs) are 8680 tokens, one pass 1240
+    "budget above max_epochs passes": (lambda c: c["sae"].update(tokens=8681), "sae.tokens", ("8681 is more than sae.max_epochs = 7 pass(es) over the 1240 training tokens",)),
+    "one pass allowed over less text than the budget": (lambda c: c["sae"].update(max_epochs=1), "sae.tokens", ("7680 is more than sae.max_epochs = 1 pass(es)", "the 1240 training tokens")),
+    "first positions kept count as training text": (lambda c: (c["sae"].update(tokens=8961), c["activations"].update(exclude_first=0)), "sae.tokens", ("8961 is more than", "over the 1280 training tokens")),
+    "SAE split shrunk below the budget": (lambda c: c["corpus"].update(n_sae_sequences=20), "sae.tokens", ("7680 is more than sae.max_epochs = 7", "the 620 training tokens")),
+    "model budget above max_epochs passes": (lambda c: c["models"]["tiny-b"].update(sae={"tokens": 8704}), "models.tiny-b.sae.tokens", ("8704 is more than models.tiny-b.sae.max_epochs = 7", "the 1240 training tokens")),
+    "model max_epochs too few for the budget": (lambda c: c["models"]["tiny-b"].update(sae={"max_epochs": 2}), "models.tiny-b.sae.tokens", ("7680 is more than models.tiny-b.sae.max_epochs = 2", "the 1240 training tokens")),
+    "model budget below two batches": (lambda c: c["models"]["tiny-b"].update(sae={"tokens": 100}), "models.tiny-b.sae.tokens", "a budget of 100 tokens is less than two batches of 64"),
+    "given warm-up not below a model's smaller budget": (lambda c: (c["sae"].update(warmup_steps=100), c["models"]["tiny-b"].update(sae={"tokens": 3840})), "models.tiny-b.sae.warmup_steps", "100 must be smaller than the 60 updates of the budget (models.tiny-b.sae.tokens)"),
     "layers_per_job zero": (lambda c: c["sae"].update(layers_per_job=0), "sae.layers_per_job", "0 is not valid"),
     "layers_per_job unknown word": (lambda c: c["sae"].update(layers_per_job="some"), "sae.layers_per_job", "'some' is not valid"),
     "model SAE override of the wrong type": (lambda c: c["models"]["tiny-b"].update(sae={"k": "four"}), "models.tiny-b.sae.k", "'four' is not of type 'integer'"),
@@ -149,6 +169,61 @@ def test_model_override_of_sae_settings(micro_raw):
     assert sae_training_settings(config, "tiny-a")["sae"]["k"] == 4
 
 
+SCALED = ("warmup_steps", "sparsity_warmup_steps", "threshold_start_step", "dead_feature_tokens")
+
+
+@pytest.mark.parametrize(
+    ("tokens", "updates", "warmup", "threshold", "dead"),
+    [
+        # 100k tokens / 256 = 390 updates; 390 // 8 = 48, 390 // 4 = 97; a fifth of the budget is 20,000 tokens
+        (100_000, 390, 48, 97, 20_000),
+        # 500M / 256 = 1,953,125 updates; // 8 = 244,140, // 4 = 488,281; a fifth (100M) is capped at 10M
+        (500_000_000, 1_953_125, 244_140, 488_281, 10_000_000),
+    ],
+)
+def test_resolve_sae_scales_null_settings_with_the_budget(micro, tokens, updates, warmup, threshold, dead):
+    recipe = {**micro["sae"], "tokens": tokens, "batch_size": 256}
+    assert all(recipe[name] is None for name in SCALED)  # the schema's defaults: scale with the budget
+    resolved = resolve_sae(recipe)
+    assert resolved["updates"] == updates
+    assert (resolved["warmup_steps"], resolved["sparsity_warmup_steps"]) == (warmup, warmup)
+    assert (resolved["threshold_start_step"], resolved["dead_feature_tokens"]) == (threshold, dead)
+    assert {k: v for k, v in resolved.items() if k not in (*SCALED, "updates")} == {
+        k: v for k, v in recipe.items() if k not in SCALED
+    }
+    assert all(recipe[name] is None for name in SCALED)  # the recipe given is left as it was
+    # given values are kept, zero included (it is no null)
+    given = {"warmup_steps": 0, "sparsity_warmup_steps": 6, "threshold_start_step": 7, "dead_feature_tokens": 8}
+    kept = resolve_sae({**recipe, **given})
+    assert {name: kept[name] for name in SCALED} == given and kept["updates"] == updates
+
+
+def test_sae_settings_resolve_the_budget_per_model(micro_raw):
+    # 100k tokens of 256: 390 updates; 100k is within 81 passes over the micro SAE split (81 x 1240 = 100,440)
+    def budgets(c):
+        c["sae"].update(tokens=100_000, batch_size=256, max_epochs=81, threshold_start_step=50)
+        c["models"]["tiny-b"]["sae"] = {"tokens": 25_600, "warmup_steps": 3}  # 100 updates of 256
+
+    config = _variant(micro_raw, budgets)
+    a, b = sae_settings(config, "tiny-a"), sae_settings(config, "tiny-b")
+    assert (a["updates"], a["warmup_steps"], a["dead_feature_tokens"]) == (390, 48, 20_000)
+    assert a["threshold_start_step"] == 50  # given, kept
+    # tiny-b: its own budget scales what is null (100 // 8 = 12, 25,600 // 5 = 5120); given values are kept
+    assert (b["updates"], b["warmup_steps"], b["sparsity_warmup_steps"], b["dead_feature_tokens"]) == (100, 3, 12, 5120)
+    assert b["threshold_start_step"] == 50
+    assert sae_training_settings(config, "tiny-b")["sae"] == {k: v for k, v in b.items() if k != "layers_per_job"}
+    assert config["sae"]["warmup_steps"] is None  # the validated config keeps the null; the recipe fills it
+
+
+def test_budget_of_exactly_max_epochs_passes_is_accepted(micro_raw):
+    # 7 passes over 40 x 31 = 1240 distinct tokens: 8680 (135 updates of 64)
+    config = _variant(micro_raw, lambda c: c["sae"].update(tokens=8680))
+    assert sae_settings(config, "tiny-a")["updates"] == 135
+    # exclude_first=0 keeps every position: 40 x 32 = 1280, 7 passes = 8960
+    config = _variant(micro_raw, lambda c: (c["sae"].update(tokens=8960), c["activations"].update(exclude_first=0)))
+    assert sae_training_settings(config, "tiny-a")["tokens"] == {"seq_len": 32, "exclude_first": 0}
+
+
 def _variant(micro_raw, edit) -> dict:
     """The micro config (lexicon from its file) validated after `edit`."""
     config = copy.deepcopy(micro_raw)
@@ -172,18 +247,37 @@ def _presentation(c):
 def test_sae_training_settings_hold_training_only(micro, micro_raw):
     settings = sae_training_settings(micro, "tiny-a")
     assert sorted(settings) == ["device", "forward_batch_size", "gpu_dtype", "sae", "tokens"]
-    assert settings["sae"] == {key: value for key, value in micro["sae"].items() if key != "layers_per_job"}
-    assert settings["tokens"] == {"max_tokens": 1280, "seq_len": 32}
+    assert settings["sae"] == {
+        key: value for key, value in sae_settings(micro, "tiny-a").items() if key != "layers_per_job"
+    }
+    # micro: 7680 tokens in batches of 64 = 120 updates; warm-ups 120 // 8, threshold 120 // 4, dead window 7680 // 5
+    assert {key: settings["sae"][key] for key in ("tokens", "max_epochs", "batch_size", "updates")} == {
+        "tokens": 7680,
+        "max_epochs": 7,
+        "batch_size": 64,
+        "updates": 120,
+    }
+    assert (settings["sae"]["warmup_steps"], settings["sae"]["sparsity_warmup_steps"]) == (15, 15)
+    assert (settings["sae"]["threshold_start_step"], settings["sae"]["dead_feature_tokens"]) == (30, 1536)
+    assert settings["tokens"] == {"seq_len": 32, "exclude_first": 1}
     assert settings["forward_batch_size"] == 16
     assert "layers_per_job" not in settings["sae"]
     assert not {"evaluation", "scoring", "categories"} & set(settings)
     assert sae_training_settings(_variant(micro_raw, _other_stages), "tiny-a") == settings
     assert sae_training_settings(_variant(micro_raw, _presentation), "tiny-a") == settings
+    # what an SAE is trained on does change them: the budget, and the positions left out
+    assert sae_training_settings(_variant(micro_raw, lambda c: c["sae"].update(tokens=3840)), "tiny-a") != settings
+    exclude_none = _variant(
+        micro_raw, lambda c: (c["sae"].update(tokens=1280), c["activations"].update(exclude_first=0))
+    )
+    assert sae_training_settings(exclude_none, "tiny-a")["tokens"] == {"seq_len": 32, "exclude_first": 0}
 
 
 def test_scoring_settings(micro):
     settings = scoring_settings(micro)
-    assert settings["evaluation"] == {"tokens": 256, "seq_len": 32}
+    # the evaluation section (micro: 256 tokens) with how contexts are cut and which positions count
+    assert settings["evaluation"] == {**micro["evaluation"], "seq_len": 32, "exclude_first": 1}
+    assert settings["evaluation"]["tokens"] == 256
     assert settings["scoring"] == {"n_permutations": 50, "null_quantile": 0.95, "seed": 0}
     assert settings["categories"] == ["animals", "colours", "numbers"]
     assert (settings["device"], settings["gpu_dtype"], settings["forward_batch_size"]) == ("auto", "float16", 16)
@@ -199,7 +293,12 @@ def test_cube_settings_leave_out_presentation(micro, micro_raw):
     assert not {"analysis", "figures", "results"} & set(settings["provenance"])
     provenance = settings["provenance"]
     assert provenance["corpus"] == {key: value for key, value in micro["corpus"].items() if key != "lexicon"}
-    assert provenance["sae"]["tiny-a"] == {k: v for k, v in micro["sae"].items() if k != "layers_per_job"}
+    assert provenance["sae"]["tiny-a"] == {
+        k: v for k, v in sae_settings(micro, "tiny-a").items() if k != "layers_per_job"
+    }
+    assert provenance["sae"]["tiny-a"]["updates"] == 120 and provenance["sae"]["tiny-a"]["warmup_steps"] == 15
+    assert provenance["tokens"] == {"seq_len": 32, "exclude_first": 1}
+    assert provenance["evaluation"] == {**micro["evaluation"], "seq_len": 32, "exclude_first": 1}
     assert provenance["scoring"] == micro["scoring"] and provenance["evaluation"]["tokens"] == 256
     assert not {"device", "gpu_dtype", "forward_batch_size"} & set(provenance)
     assert cube_settings(_variant(micro_raw, _presentation)) == settings
@@ -221,7 +320,7 @@ def test_model_spec_is_what_defines_checkpoints(micro, micro_raw):
 
     def study_differently(c):
         c["models"]["tiny-a"].update(layers=[1], sae={"k": 2}, resources={"mem_mb": 100})
-        c["sae"]["steps"] = 60
+        c["sae"]["tokens"] = 3840  # 60 updates of 64
 
     assert model_spec(_variant(micro_raw, study_differently), "tiny-a") == spec
 

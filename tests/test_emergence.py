@@ -5,7 +5,7 @@ import pytest
 import xarray as xr
 
 from featurebirth import emergence as em
-from featurebirth.cube import build_cube, open_cube, write_cube
+from featurebirth.cube import DESCRIPTIONS, QUALITY_VARIABLES, build_cube, open_cube, write_cube
 
 SETTINGS = {
     "tau": 0.8,
@@ -16,6 +16,8 @@ SETTINGS = {
     "depth_bins": 3,
     "return_cosine": 0.5,
     "allow_duplicate_checkpoints": False,
+    "min_ce_recovered": None,
+    "max_ce_increase": None,
 }
 HIGH, LOW, MID = 0.95, 0.3, 0.7
 
@@ -94,6 +96,46 @@ def test_unhealthy_sae_is_not_represented():
     cube = cube_of({"m": over_steps([HIGH] * 5)}, {"m": 10}, STEPS5)
     cube["variance_explained"][:] = 0.2
     assert not em.represented(cube, SETTINGS).any()
+
+
+def with_downstream(cube: xr.Dataset, recovered: list[float], increase: list[float]) -> xr.Dataset:
+    """The cube (one model, one layer) with ce_loss_recovered and ce_loss_increase over its steps."""
+    cube["ce_loss_recovered"] = (("model", "step", "layer"), np.array(recovered, dtype=float)[None, :, None])
+    cube["ce_loss_increase"] = (("model", "step", "layer"), np.array(increase, dtype=float)[None, :, None])
+    return cube
+
+
+# step 0: zero ablation below evaluation.ce_floor (no ratio) but a costly splice; then 0.5, 0.8 (the floor), 0.95, 0.7
+RECOVERED = [np.nan, 0.5, 0.8, 0.95, 0.7]
+INCREASE = [0.9, 0.2, 0.5, 0.1, 0.4]
+
+
+@pytest.mark.parametrize(
+    "limits, expected",
+    [
+        ({}, [True] * 5),
+        ({"min_ce_recovered": None, "max_ce_increase": None}, [True] * 5),
+        ({"min_ce_recovered": 0.8}, [True, False, True, True, False]),  # NaN passes; 0.8 itself passes
+        ({"max_ce_increase": 0.5}, [False, True, True, True, True]),  # the NaN cell is judged by its increase
+        ({"min_ce_recovered": 0.8, "max_ce_increase": 0.3}, [False, False, False, True, False]),
+    ],
+    ids=["unset", "none", "min_ce_recovered", "max_ce_increase", "both"],
+)
+def test_downstream_limits_where_set(limits, expected):
+    cube = with_downstream(cube_of({"m": over_steps([HIGH] * 5)}, {"m": 10}, STEPS5), RECOVERED, INCREASE)
+    settings = {key: value for key, value in SETTINGS.items() if key not in ("min_ce_recovered", "max_ce_increase")}
+    flags = em.represented(cube, {**settings, **limits})
+    assert flags.sel(model="m", layer=0, category="c0").values.tolist() == expected
+    assert em.healthy(cube, {**settings, **limits}).sel(model="m", layer=0).values.tolist() == expected
+
+
+def test_downstream_limits_need_the_downstream_variables():
+    cube = cube_of({"m": over_steps([HIGH] * 5)}, {"m": 10}, STEPS5)  # no ce_loss_* in it
+    assert em.represented(cube, SETTINGS).all()
+    with pytest.raises(ValueError, match="analysis.min_ce_recovered is set but the cube has no ce_loss_recovered"):
+        em.represented(cube, {**SETTINGS, "min_ce_recovered": 0.5})
+    with pytest.raises(ValueError, match="analysis.max_ce_increase is set but the cube has no ce_loss_increase"):
+        em.represented(cube, {**SETTINGS, "max_ce_increase": 0.5})
 
 
 def test_emergence_layer_is_the_shallowest_represented():
@@ -241,8 +283,8 @@ def step_scores(model: str, step: int, layers: list[int], n_layers: int) -> xr.D
         )
         scores["best_feature"] = ("category", np.array([layer, layer + 1], dtype=np.int32))
         scores["best_direction"] = (("category", "hidden"), np.eye(2, 4, k=layer // 2, dtype=np.float32))
-        for name in ("variance_explained", "l0", "dead_fraction"):
-            scores[name] = 0.5
+        for i, name in enumerate(QUALITY_VARIABLES):
+            scores[name] = 0.5 + i / 100 + layer / 1000
         per_layer.append(scores.expand_dims(layer=[layer]))
     scores = xr.concat(per_layer, "layer")
     scores.attrs.update(
@@ -275,5 +317,14 @@ def test_cube_from_step_scores_pads_shallow_models_and_round_trips(tmp_path):
     assert float(cosine.sel(layer=0, other_layer=2)) == pytest.approx(0.0)
     assert float(cosine.sel(layer=2, other_layer=2)) == pytest.approx(1.0)
     assert np.isnan(float(cosine.sel(layer=1, other_layer=2)))
+    # every quality variable, downstream quality included, per (model, step, layer), described
+    for i, name in enumerate(QUALITY_VARIABLES):
+        assert cube[name].dims == ("model", "step", "layer"), name
+        assert cube[name].attrs["description"] == DESCRIPTIONS[name]
+        assert float(cube[name].sel(model="d", step=5, layer=2)) == pytest.approx(0.5 + i / 100 + 0.002), name
+        assert np.isnan(float(cube[name].sel(model="d", step=5, layer=1))), name
+    assert {"ce_loss_clean", "ce_loss_sae", "ce_loss_zero", "ce_loss_recovered", "ce_loss_increase", "kl_score"} <= set(
+        QUALITY_VARIABLES
+    )
     write_cube(cube, tmp_path / "cube.nc")
     xr.testing.assert_identical(open_cube(tmp_path / "cube.nc"), cube)

@@ -106,9 +106,10 @@ def test_activations_through_a_pointer_equal_the_folder(pointer, checkpoint, cor
     assert through_pointer.shape == (2, len(items), 16)
     np.testing.assert_array_equal(through_pointer, from_folder)
     ids = token_rows(corpus("sae_text"), pointer, "sae", 320, 32)
-    hub_layers = layer_activations(load_model(pointer, CPU), ids, [0, 1], batch_size=4)
-    folder_layers = layer_activations(load_model(checkpoint, CPU), ids, [0, 1], batch_size=4)
+    hub_layers = layer_activations(load_model(pointer, CPU), ids, [0, 1], batch_size=4, exclude_first=1)
+    folder_layers = layer_activations(load_model(checkpoint, CPU), ids, [0, 1], batch_size=4, exclude_first=1)
     for layer in (0, 1):
+        assert hub_layers[layer].shape == (10 * 31, 16)  # 320 tokens = 10 rows of 32, the first position left out
         assert torch.equal(hub_layers[layer], folder_layers[layer])
     hub_metadata = checkpoint_metadata(load_model(pointer, CPU), pointer)
     folder_metadata = checkpoint_metadata(load_model(checkpoint, CPU), checkpoint)

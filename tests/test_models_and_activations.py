@@ -81,8 +81,8 @@ def test_hooked_block_output_is_the_residual_stream(checkpoint, corpus):
 def test_layer_activations_are_the_block_outputs(checkpoint, corpus):
     model = load_model(checkpoint, CPU)
     ids = _sae_rows(corpus, 5)
-    # batch 2 over 5 rows: the last batch is short
-    activations = layer_activations(model, ids, [0, 1], batch_size=2)
+    # batch 2 over 5 rows: the last batch is short; every position kept
+    activations = layer_activations(model, ids, [0, 1], batch_size=2, exclude_first=0)
     assert sorted(activations) == [0, 1]
     for layer in (0, 1):
         assert activations[layer].shape == (5 * 32, 16)
@@ -98,9 +98,27 @@ def test_layer_activations_are_the_block_outputs(checkpoint, corpus):
     # row-major: token t of row r is row r * seq_len + t
     torch.testing.assert_close(activations[0][3 * 32 + 7].float(), hidden[1][3, 7], rtol=2e-3, atol=2e-3)
     # a layer alone, in other batches, holds the same values
-    alone = layer_activations(model, ids, [1], batch_size=5)
+    alone = layer_activations(model, ids, [1], batch_size=5, exclude_first=0)
     assert sorted(alone) == [1]
     torch.testing.assert_close(alone[1], activations[1], rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("exclude_first", [1, 3])
+def test_layer_activations_leave_out_the_first_positions(checkpoint, corpus, exclude_first):
+    """exclude_first drops the first positions of every row, and nothing else: the same forward passes' values."""
+    model = load_model(checkpoint, CPU)
+    ids = _sae_rows(corpus, 5)
+    every = layer_activations(model, ids, [0, 1], batch_size=2, exclude_first=0)
+    kept = layer_activations(model, ids, [0, 1], batch_size=2, exclude_first=exclude_first)
+    for layer in (0, 1):
+        assert kept[layer].shape == (5 * (32 - exclude_first), 16) and kept[layer].dtype == STORAGE_DTYPE
+        # row-major: row r's positions exclude_first..31 are rows r * (32 - exclude_first) + t - exclude_first
+        expected = every[layer].reshape(5, 32, 16)[:, exclude_first:].reshape(-1, 16)
+        assert torch.equal(kept[layer], expected), layer
+    # the left-out positions are run, only not kept: they stay in every context (cutting them off the input
+    # instead would change what the later positions see)
+    truncated = layer_activations(model, ids[:, exclude_first:], [1], batch_size=2, exclude_first=0)
+    assert truncated[1].shape == kept[1].shape and not torch.allclose(truncated[1].float(), kept[1].float(), atol=1e-2)
 
 
 def test_probe_activations_take_the_target_token(checkpoint, corpus):

@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from featurebirth.activations import layer_activations, token_rows
-from featurebirth.config import sae_training_settings
+from featurebirth.config import sae_training_settings, token_settings
 from featurebirth.corpus import SPLIT_FILES
 from featurebirth.io import read_json
 from featurebirth.layout import SAE_CONFIG, SAE_WEIGHTS, cell_name
 from featurebirth.models import load_model
 from featurebirth.sae import SAETrainingError, load_sae, quality, save_sae, train_sae
+from featurebirth.text import BudgetError, check_budget
 
 CPU = torch.device("cpu")
 CELL = cell_name("tiny-a", 6, 1)
@@ -20,12 +21,14 @@ LAYER0 = cell_name("tiny-a", 6, 0)
 
 @pytest.fixture(scope="module")
 def activations(micro, checkpoint, corpus) -> dict[str, dict[int, torch.Tensor]]:
-    """The checkpoint's layer activations on the SAE split (training) and the eval split (held out)."""
+    """The checkpoint's layer activations on the SAE split (training) and the eval split (held out), as the jobs
+    read them: the first min(budget, split) tokens, the first position of every row left out."""
     model = load_model(checkpoint, CPU)
-    splits = {"sae": micro["activations"]["max_tokens"], "eval": micro["evaluation"]["tokens"]}
+    splits = {"sae": sae_training_settings(micro, "tiny-a")["sae"]["tokens"], "eval": micro["evaluation"]["tokens"]}
+    exclude_first = token_settings(micro)["exclude_first"]
     return {
         split: layer_activations(
-            model, token_rows(corpus(SPLIT_FILES[split][0]), checkpoint, split, tokens, 32), [0, 1], 16
+            model, token_rows(corpus(SPLIT_FILES[split][0]), checkpoint, split, tokens, 32), [0, 1], 16, exclude_first
         )
         for split, tokens in splits.items()
     }
@@ -43,7 +46,10 @@ def trained(micro, activations) -> dict[str, tuple]:
 
 
 def test_activation_splits(activations):
-    assert activations["sae"][1].shape == (1280, 16) and activations["eval"][1].shape == (256, 16)
+    # the budget (7680) is more than the SAE split (40 rows of 32): all 40 rows, 31 positions kept of each;
+    # evaluation reads 256 tokens = 8 rows of 32, 31 positions kept of each
+    assert activations["sae"][1].shape == (40 * 31, 16) == (1240, 16)
+    assert activations["eval"][1].shape == (8 * 31, 16) == (248, 16)
 
 
 @pytest.mark.parametrize("architecture", ["topk", "batchtopk", "relu"])
@@ -60,8 +66,10 @@ def test_sae_explains_held_out_activations(trained, activations, architecture):
     assert 0.0 < metrics["l0"] <= 64
     assert 0.0 <= metrics["dead_fraction"] < 1.0
     assert metrics["reconstruction_mse"] > 0.0
-    assert stats["tokens_trained"] == settings["steps"] * settings["batch_size"] == 120 * 64
-    assert stats["distinct_tokens"] == 1280
+    # the budget, 7680 tokens = 120 updates of 64, trained in 6.2 passes over the 40 x 31 distinct tokens held
+    assert stats["tokens_trained"] == settings["updates"] * settings["batch_size"] == 120 * 64 == settings["tokens"]
+    assert stats["distinct_tokens"] == 40 * 31 == 1240
+    assert trainer["steps"] == 120 and trainer["warmup_steps"] == 120 // 8
     assert trainer["dict_size"] == 64 and trainer["activation_dim"] == 16
     assert trainer["architecture"] == architecture and trainer["norm_factor"] > 0
     assert not next(ae.parameters()).is_cuda and next(ae.parameters()).dtype == torch.float32
@@ -134,3 +142,20 @@ def test_divergence_fails_naming_the_cell(micro, activations):
     settings = {**sae_training_settings(micro, "tiny-a")["sae"], "architecture": "relu", "lr": 1e4, "l1_penalty": 0.0}
     with pytest.raises(SAETrainingError, match=f"SAE {re.escape(LAYER0)}: .*(diverged|training failed)"):
         train_sae(activations["sae"][0], settings, CPU, model="tiny-a", layer=0, cell=LAYER0)
+
+
+def test_budget_beyond_max_epochs_passes_is_refused_with_both_figures(micro, tmp_path):
+    recipe = sae_training_settings(micro, "tiny-a")["sae"]  # 7680 tokens, at most 7 passes
+    source = tmp_path / "tokens.h5"
+    check_budget(recipe, 1240, source)  # 7680 <= 7 x 1240 = 8680
+    check_budget({**recipe, "tokens": 8680}, 1240, source)  # exactly 7 passes
+    with pytest.raises(BudgetError) as caught:
+        check_budget({**recipe, "tokens": 8681}, 1240, source)
+    message = str(caught.value)
+    for figure in ("sae.tokens = 8681", "sae.max_epochs = 7", "the 1240 training tokens", str(source)):
+        assert figure in message, message
+    # 7680 tokens need 7680 / 1240 = 6.2 passes: 6 epochs are too few, a fractional 6.2 is enough
+    with pytest.raises(BudgetError, match=r"sae\.tokens = 7680 is more than sae\.max_epochs = 6 pass"):
+        check_budget({**recipe, "max_epochs": 6}, 1240, source)
+    check_budget({**recipe, "max_epochs": 6.2}, 1240, source)
+    assert issubclass(BudgetError, ValueError)

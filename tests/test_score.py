@@ -1,12 +1,31 @@
-"""Per-cell scores on hand-made codes with known answers, and the permutation null."""
+"""Per-cell scores on hand-made codes with known answers, the permutation null, and the score file's downstream
+quality with hand-made SAEs whose splice is known (exact and zero)."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
+from featurebirth import layout
+from featurebirth.activations import token_rows
+from featurebirth.config import scoring_settings
+from featurebirth.downstream import VARIABLES, clean_reference, downstream_quality, sae_reconstruction
+from featurebirth.io import write_json
 from featurebirth.layout import CONTROL
-from featurebirth.sae import quality
-from featurebirth.score import auroc_matrix, encode, f1_matrix, one_hot, permuted_labels, score_codes, score_layer
+from featurebirth.models import load_model
+from featurebirth.sae import dictionary_classes, load_sae, quality, save_sae
+from featurebirth.score import (
+    auroc_matrix,
+    encode,
+    f1_matrix,
+    one_hot,
+    permuted_labels,
+    score_codes,
+    score_layer,
+    score_step,
+)
 
 CATEGORIES = ["animals", "colours", "numbers"]
 WORDS = {
@@ -148,3 +167,68 @@ def test_score_layer_scores_the_probes_and_measures_quality_on_held_out():
     assert float(cell["dead_fraction"]) == pytest.approx(2 / 6)
     for name, value in quality(ae, held_out).items():
         assert float(cell[name]) == pytest.approx(value), name
+
+
+def identity_sae(d_model: int) -> torch.nn.Module:
+    """A TopK dictionary that reconstructs exactly: features relu(x_i) and relu(-x_i), decoded with +e_i and -e_i."""
+    ae = dictionary_classes()["AutoEncoderTopK"](d_model, 2 * d_model, d_model)
+    eye = torch.eye(d_model)
+    ae.encoder.weight.data = torch.cat([eye, -eye])
+    ae.decoder.weight.data = torch.cat([eye, -eye], dim=1)
+    return ae
+
+
+def zero_sae(d_model: int) -> torch.nn.Module:
+    """A TopK dictionary whose reconstruction is zero everywhere."""
+    ae = identity_sae(d_model)
+    ae.decoder.weight.data.zero_()
+    return ae
+
+
+@pytest.fixture(scope="module")
+def spliced_scores(micro, checkpoint, corpus, tmp_path_factory):
+    """score_step of tiny-a step 6 with an exact SAE at layer 0 and a zero one at layer 1: (file, settings)."""
+    results = tmp_path_factory.mktemp("results")
+    manifest = Path(layout.sae_group(results, "tiny-a", 6, layout.layer_group([0, 1])))
+    for layer, ae in {0: identity_sae(16), 1: zero_sae(16)}.items():
+        trainer = {"dict_class": "AutoEncoderTopK", "k": 16}
+        save_sae(
+            ae, trainer, {}, {}, layout.cell_name("tiny-a", 6, layer), Path(layout.sae_dir(results, "tiny-a", 6, layer))
+        )
+    write_json({"layers": [0, 1]}, manifest)
+    settings = {**scoring_settings(micro), "device": "cpu"}
+    settings["evaluation"] = {**settings["evaluation"], "ce_floor": 1e-3}
+    out = Path(layout.score_path(results, "tiny-a", 6))
+    score_step(
+        checkpoint, corpus("probes"), corpus("eval_tokens"), [manifest], [0, 1], settings, out, model="tiny-a", step=6
+    )
+    return xr.load_dataset(out, engine="h5netcdf"), settings, results
+
+
+def test_score_file_carries_the_downstream_quality_of_every_layer(micro, checkpoint, corpus, spliced_scores):
+    written, settings, results = spliced_scores
+    for name in VARIABLES:
+        assert written[name].dims == ("layer",), name
+    # the exact SAE changes nothing; the zero SAE is zero ablation
+    exact, zero = written.sel(layer=0), written.sel(layer=1)
+    assert float(exact["ce_loss_sae"]) == float(exact["ce_loss_clean"])
+    assert float(exact["ce_loss_increase"]) == 0.0
+    assert float(exact["ce_loss_recovered"]) == 1.0 and float(exact["kl_score"]) == 1.0
+    assert float(zero["ce_loss_sae"]) == float(zero["ce_loss_zero"])
+    assert float(zero["ce_loss_recovered"]) == 0.0 and float(zero["kl_score"]) == 0.0
+    assert float(zero["ce_loss_increase"]) == pytest.approx(float(zero["ce_loss_zero"] - zero["ce_loss_clean"]))
+    # one clean loss for every layer: the mean next-token loss of positions 1..30 of the 8 evaluation rows
+    model = load_model(checkpoint, torch.device("cpu"))
+    ids = token_rows(corpus("eval_tokens"), checkpoint, "eval", micro["evaluation"]["tokens"], 32)
+    with torch.no_grad():
+        logits = model(ids).logits[:, 1:-1]
+    clean = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 2:].reshape(-1)).item()
+    assert written["ce_loss_clean"].values.tolist() == [pytest.approx(clean, rel=1e-6)] * 2
+    assert written.attrs["eval_predictions"] == 8 * 30 and written.attrs["ce_floor"] == 1e-3
+    # each layer's numbers are downstream_quality with that layer's SAE, as loaded from its folder
+    reference = clean_reference(model, ids, 1, settings["forward_batch_size"])
+    for layer in (0, 1):
+        ae = load_sae(layout.sae_dir(results, "tiny-a", 6, layer))
+        expected = downstream_quality(model, reference, layer, sae_reconstruction(ae), 1e-3)
+        for name, value in expected.items():
+            assert float(written[name].sel(layer=layer)) == pytest.approx(value, rel=1e-9), (layer, name)

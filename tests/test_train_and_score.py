@@ -1,5 +1,6 @@
 """A checkpoint's SAE jobs (train_layer_group) and its score job (score_step), on the micro checkpoint, on the CPU."""
 
+import copy
 import re
 from pathlib import Path
 
@@ -10,12 +11,13 @@ import xarray as xr
 
 from featurebirth import layout
 from featurebirth.activations import layer_activations, probe_activations, token_rows
-from featurebirth.config import categories, sae_training_settings, scoring_settings
+from featurebirth.config import categories, sae_training_settings, scoring_settings, validate_config
 from featurebirth.corpus import read_probes
 from featurebirth.io import read_json
 from featurebirth.models import load_model, load_tokenizer, weight_fingerprint
 from featurebirth.sae import SAETrainingError, load_sae, quality, train_layer_group
 from featurebirth.score import encode, score_codes, score_step
+from featurebirth.text import BudgetError
 
 CPU = torch.device("cpu")
 LAYERS = [0, 1]
@@ -54,7 +56,9 @@ def test_layer_group_writes_every_cell_and_its_manifest_last(micro, trained):
     assert read_json(manifest_path) == manifest
     assert manifest["model"] == "tiny-a" and manifest["step"] == 6
     assert manifest["layers"] == LAYERS
-    assert manifest["tokens"] == micro["activations"]["max_tokens"] == 1280  # 40 rows of 32 tokens
+    # the budget (7680) is more than the SAE split: the job reads all of it, 40 rows of 32 token ids, and keeps
+    # the activations of 31 positions of each row (exclude_first=1), 40 x 31 = 1240 distinct tokens
+    assert manifest["tokens"] == 40 * 32 == 1280
     assert sorted(manifest["cells"]) == ["0", "1"]
     for layer in LAYERS:
         folder = Path(layout.sae_dir(results, "tiny-a", 6, layer))
@@ -63,7 +67,9 @@ def test_layer_group_writes_every_cell_and_its_manifest_last(micro, trained):
         assert saved["cell"] == layout.cell_name("tiny-a", 6, layer)
         assert saved["settings"] == _settings(micro)["sae"]
         assert saved["training"] == manifest["cells"][str(layer)]
-        assert saved["training"]["tokens_trained"] == 120 * 64 and saved["training"]["distinct_tokens"] == 1280
+        # the budget, 7680 = 120 updates of 64, trained over the 1240 distinct tokens (6.2 passes, max_epochs 7)
+        assert saved["training"]["tokens_trained"] == 120 * 64 == micro["sae"]["tokens"]
+        assert saved["training"]["distinct_tokens"] == 40 * 31 == 1240
         assert saved["trainer"]["layer"] == layer and saved["trainer"]["lm_name"] == "tiny-a"
         assert manifest_path.stat().st_mtime_ns >= (folder / layout.SAE_WEIGHTS).stat().st_mtime_ns
     assert layout.trained_groups(results, "tiny-a", 6) == [LAYERS]
@@ -94,6 +100,31 @@ def test_failed_group_writes_no_manifest(micro, checkpoint, corpus, tmp_path):
     assert layout.trained_groups(tmp_path, "tiny-a", 6) == []
     assert not Path(layout.sae_group(tmp_path, "tiny-a", 6, layout.layer_group(LAYERS))).exists()
     assert not _leftovers(tmp_path)
+
+
+def test_budget_beyond_max_epochs_passes_fails_before_training(micro, micro_raw, checkpoint, corpus, tmp_path):
+    """7 passes (max_epochs) over the 40 x 31 = 1240 distinct tokens are 8680: one token more is refused, naming
+    both figures, before any SAE is trained, and no manifest is written."""
+    settings = _settings(micro)
+    settings["sae"] = {**settings["sae"], "tokens": 8681}  # the job's own check (validation refuses it too)
+    with pytest.raises(BudgetError) as caught:
+        train_layer_group(checkpoint, corpus("tokens"), settings, _manifest(tmp_path, LAYERS), model="tiny-a", step=6)
+    message = str(caught.value)
+    for fragment in ("sae.tokens = 8681", "sae.max_epochs = 7", "the 1240 training tokens", str(corpus("tokens"))):
+        assert fragment in message, message
+    assert layout.trained_groups(tmp_path, "tiny-a", 6) == []
+    assert not list(tmp_path.rglob(layout.SAE_WEIGHTS)) and not _leftovers(tmp_path)
+    # with exclude_first=0 the job keeps 40 x 32 = 1280 distinct tokens: 8681 is 6.8 passes, within 7
+    raw = copy.deepcopy(micro_raw)
+    raw["sae"]["tokens"] = 8681
+    raw["activations"]["exclude_first"] = 0
+    settings = _settings(validate_config(raw))
+    manifest = train_layer_group(
+        checkpoint, corpus("tokens"), settings, _manifest(tmp_path, LAYERS), model="tiny-a", step=6
+    )
+    for layer in LAYERS:
+        assert manifest["cells"][str(layer)]["distinct_tokens"] == 1280
+        assert manifest["cells"][str(layer)]["tokens_trained"] == 8681 // 64 * 64 == 135 * 64
 
 
 def _score(checkpoint: Path, corpus, results: Path, settings: dict, out: Path) -> xr.Dataset:
@@ -147,7 +178,11 @@ def test_score_file_quality_is_the_sae_quality_on_held_out_text(micro, checkpoin
     _, written, settings = scored
     model = load_model(checkpoint, CPU)
     ids = token_rows(corpus("eval_tokens"), checkpoint, "eval", micro["evaluation"]["tokens"], 32)
-    held_out = layer_activations(model, ids, LAYERS, settings["forward_batch_size"])
+    held_out = layer_activations(
+        model, ids, LAYERS, settings["forward_batch_size"], settings["evaluation"]["exclude_first"]
+    )
+    # 256 evaluation tokens = 8 rows of 32; the first position of each is left out: 8 x 31 = 248 held out
+    assert held_out[0].shape == (8 * 31, 16) == (248, 16)
     for layer in LAYERS:
         expected = quality(load_sae(layout.sae_dir(trained[0], "tiny-a", 6, layer)), held_out[layer].float())
         for name, value in expected.items():
@@ -181,5 +216,5 @@ def test_score_file_attrs_carry_the_checkpoint(checkpoint, scored):
     assert written.attrs["fingerprint"] == weight_fingerprint(model)
     assert written.attrs["n_params"] == sum(p.numel() for p in model.parameters())
     assert written.attrs["tokens_seen"] == 6 * 8 * 32
-    assert written.attrs["eval_tokens"] == 256
+    assert written.attrs["eval_tokens"] == 256  # the token ids read (8 rows of 32), first positions included
     assert (written.attrs["d_model"], written.attrs["n_layers"]) == (16, 2)

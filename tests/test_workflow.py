@@ -37,7 +37,7 @@ def test_plan_has_one_sae_job_and_one_score_job_per_checkpoint(micro_run):
         "score": 4,
     }
     assert counts["corpus"] == counts["cube"] == counts["tables"] == 1
-    assert counts["heatmaps"] == 2 and counts["figure"] == 3
+    assert counts["heatmaps"] == counts["quality_heatmaps"] == 2 and counts["figure"] == 3
     groups = sorted(
         (job["wildcards"]["model"], job["wildcards"]["layers"])
         for job in planned_jobs(plan.stdout)
@@ -65,6 +65,12 @@ def test_cube_holds_every_cell(micro_run):
     studied = cube["score"].sel(model="tiny-b", layer=[0, 2])
     assert studied.notnull().all() and ((studied >= 0) & (studied <= 1)).all()
     assert (cube["variance_explained"].sel(model="tiny-a", layer=[0, 1]) > 0.5).all()
+    # downstream quality: one clean loss per (model, step), the same for every layer; finite increases
+    clean = cube["ce_loss_clean"].sel(model="tiny-a", layer=[0, 1])
+    assert (clean.sel(layer=0) == clean.sel(layer=1)).all() and (clean > 0).all()
+    assert cube["ce_loss_increase"].sel(model="tiny-b", layer=[0, 2]).notnull().all()
+    recovered = cube["ce_loss_recovered"].sel(model="tiny-a", layer=[0, 1])
+    assert ((recovered <= 1.5) | recovered.isnull()).all()
     assert cube.attrs["n_cells"] == 8
     assert len(set(cube["fingerprint"].values.ravel())) == 4 and not cube["duplicate_checkpoint"].any()
     provenance = json.loads(cube.attrs["config"])
@@ -87,7 +93,9 @@ def test_tables_figures_and_report(micro_run):
     assert len(steps) == 4 * 3  # (tiny-a: 2 + tiny-b: 2 studied layers) x 3 categories
     summary = json.loads(Path(layout.summary_path(results)).read_text())
     assert summary["represented_at_step0"] == 0
-    figures = [layout.heatmap_path(results, model) for model in MICRO_LAYERS]
+    figures = [
+        path(results, model) for model in MICRO_LAYERS for path in (layout.heatmap_path, layout.quality_heatmap_path)
+    ]
     for path in figures + [layout.figure_path(results, figure) for figure in layout.FIGURES]:
         assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
     report = Path(layout.report_path(results))
@@ -161,7 +169,7 @@ def test_changing_evaluation_scoring_or_figures_retrains_nothing(micro_run, tmp_
     changed.write_text(yaml.safe_dump(config))
     plan = snakemake("-n", "--configfile", str(changed), "--config", f"results={results}")
     counts = _counts(plan.stdout)
-    assert set(counts) == {"heatmaps", "figure", "all", "total"}, counts
+    assert set(counts) == {"heatmaps", "quality_heatmaps", "figure", "all", "total"}, counts
 
 
 def test_a_deleted_sae_stops_the_plan_until_its_manifest_goes(micro_run, tmp_path):

@@ -67,22 +67,23 @@ def _whole_rows(max_tokens: int, width: int, source: Path) -> int:
 
 @torch.inference_mode()
 def layer_activations(
-    model: torch.nn.Module, ids: torch.Tensor, layers: list[int], batch_size: int
+    model: torch.nn.Module, ids: torch.Tensor, layers: list[int], batch_size: int, exclude_first: int
 ) -> dict[int, torch.Tensor]:
-    """Every requested block's output for every token of `ids`, one forward pass per batch.
+    """Every requested block's output at every position of `ids` from `exclude_first` on, one forward pass per batch.
 
-    Held in host memory as float16 [tokens, d_model] per layer, converted while copied into place.
+    Held in host memory as float16 [rows x (seq_len - exclude_first), d_model] per layer, converted while copied
+    into place. The first positions of each context are run but not kept (attention sinks).
     """
     device = next(model.parameters()).device
     d_model = model.config.hidden_size
-    out = {layer: torch.empty((ids.numel(), d_model), dtype=STORAGE_DTYPE) for layer in layers}
-    width = ids.shape[1]
+    kept = ids.shape[1] - exclude_first
+    out = {layer: torch.empty((len(ids) * kept, d_model), dtype=STORAGE_DTYPE) for layer in layers}
     with capture_blocks(model, layers) as captured:
         for start in range(0, len(ids), batch_size):
             model.gpt_neox(input_ids=ids[start : start + batch_size].to(device))
             for layer in layers:
-                values = captured[layer].reshape(-1, d_model)
-                out[layer][start * width : start * width + len(values)].copy_(values)
+                values = captured[layer][:, exclude_first:].reshape(-1, d_model)
+                out[layer][start * kept : start * kept + len(values)].copy_(values)
     return out
 
 

@@ -28,7 +28,9 @@ ARRAY_FIELDS = (
 )
 JSON_FIELDS = ("settings", "spearman", "duplicates")
 DESCRIPTIONS = {
-    "represented": "score >= tau, score - null >= margin and SAE variance explained >= min_variance_explained",
+    "represented": "score >= tau, score - null >= margin and SAE variance explained >= min_variance_explained; "
+    "where set, ce_loss_recovered >= min_ce_recovered (cells whose ratio is NaN pass) and ce_loss_increase <= "
+    "max_ce_increase",
     "emergence_step": "first step from which the category stays represented for `persistence` more steps",
     "emergence_layer": "shallowest represented layer",
     "earliest_step": "earliest emergence step over the model's layers",

@@ -41,6 +41,31 @@ def cmd_probes(args: argparse.Namespace) -> None:
     build_probes(args.settings["corpus"], args.settings["probes"], args.out_dir)
 
 
+def cmd_fetch_text(args: argparse.Namespace) -> None:
+    from .text import fetch_text
+
+    hub = args.settings["hub"]
+    found = fetch_text(args.settings, hub["cache_dir"], hub["offline_prefetch"], args.out)
+    log.info("%d file(s), about %d tokens: %s", len(found["files"]), found["estimated_tokens"], found["files"])
+
+
+def cmd_tokenize_text(args: argparse.Namespace) -> None:
+    from .models import load_tokenizer
+    from .text import tokenize_text
+
+    outputs = {"sae": args.sae, "eval": args.eval, "probe": args.probe}
+    sizes = tokenize_text(args.source, load_tokenizer(args.tokenizer), args.settings, outputs)
+    log.info("packed tokens per part: %s", sizes)
+
+
+def cmd_check_text(args: argparse.Namespace) -> None:
+    from .models import load_tokenizer
+    from .text import check_text
+
+    checked = check_text(args.split, load_tokenizer(args.tokenizer), args.settings, args.model, args.out)
+    log.info("%s: lexicon and budget checked against the text: %s", args.model, checked)
+
+
 def cmd_train_model(args: argparse.Namespace) -> None:
     from .toy_models import train_checkpoint
 
@@ -125,10 +150,12 @@ def cmd_figure(args: argparse.Namespace) -> None:
     cube, analysis, dpi = open_cube(args.cube), read_analysis(args.analysis), args.settings["dpi"]
     if args.kind in STEP_FIGURES:
         steps = figures.shown_steps([int(s) for s in cube["step"].values], args.settings["steps"])
+    if args.kind in PER_MODEL_FIGURES and args.model not in cube["model"].values:
+        raise SystemExit(f"figure {args.kind}: --model {args.model!r} is not in the cube {list(cube['model'].values)}")
     if args.kind == "heatmaps":
-        if args.model not in cube["model"].values:
-            raise SystemExit(f"figure heatmaps: --model {args.model!r} is not in the cube {list(cube['model'].values)}")
         figures.heatmaps(cube, analysis, args.model, args.out, dpi)
+    elif args.kind == "quality":
+        figures.quality_heatmaps(cube, analysis, args.model, args.out, dpi)
     elif args.kind == "emergence":
         figures.emergence_curves(cube, analysis, args.out, dpi)
     elif args.kind == "scale":
@@ -150,6 +177,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
     print_summary(cube, analysis)
 
 
+PER_MODEL_FIGURES = ("heatmaps", "quality")
 OVERRIDES = {
     "tau": float,
     "margin": float,
@@ -157,6 +185,8 @@ OVERRIDES = {
     "persistence": int,
     "min_variance_explained": float,
     "return_cosine": float,
+    "min_ce_recovered": float,
+    "max_ce_increase": float,
 }
 
 
@@ -192,6 +222,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("probes", cmd_probes, "write the probe set")
     _settings_argument(p, "probe_settings")
     p.add_argument("--out-dir", type=Path, required=True, help="the corpus folder")
+
+    p = add("fetch-text", cmd_fetch_text, "find or fetch the text files, only as many shards as the budgets need")
+    _settings_argument(p, "text_fetch_settings")
+    p.add_argument("--out", type=Path, required=True, help="the pointer listing the files")
+
+    p = add("tokenize-text", cmd_tokenize_text, "split the text by document, tokenize once, pack into contexts")
+    _settings_argument(p, "text_tokenize_settings")
+    p.add_argument("--source", type=Path, required=True, help="the fetch's pointer")
+    p.add_argument("--tokenizer", type=Path, required=True, help="checkpoint folder or hub pointer of the tokenizer")
+    for part in ("sae", "eval", "probe"):
+        p.add_argument(f"--{part}", type=Path, required=True, help=f"the packed {part} part (HDF5)")
+
+    p = add("check-text", cmd_check_text, "check one model's lexicon and SAE budget against the text, before its SAEs")
+    _settings_argument(p, "text_check_settings")
+    p.add_argument("--model", required=True)
+    p.add_argument("--split", type=Path, required=True, help="the packed SAE-training part")
+    p.add_argument("--tokenizer", type=Path, required=True, help="the model's checkpoint folder or hub pointer")
+    p.add_argument("--out", type=Path, required=True, help="the record of the check")
 
     p = add("train-model", cmd_train_model, "train a toy GPT-NeoX to one step and save it")
     _cell_arguments(p)
@@ -241,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--analysis", type=Path, required=True, help="where the analysis itself is written (netCDF)")
 
     p = add("figure", cmd_figure, "one figure of the cube and its analysis")
-    p.add_argument("kind", choices=["heatmaps", *FIGURES])
+    p.add_argument("kind", choices=[*PER_MODEL_FIGURES, *FIGURES])
     _settings_argument(p, "figure_settings")
     p.add_argument("--cube", type=Path, required=True)
     p.add_argument("--analysis", type=Path, required=True)

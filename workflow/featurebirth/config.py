@@ -7,6 +7,7 @@ any job starts and tells the user exactly what to fix.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,17 +101,70 @@ def validate_config(raw: dict) -> dict:
     _check_steps(config["steps"], "steps")
     _check_corpus(config["corpus"])
     _check_sae(config["sae"], "sae", d_model=None)
-    eval_split = config["corpus"]["n_eval_sequences"] * config["corpus"]["seq_len"]
+    if is_generated(config):
+        _check_generated(config)
+    else:
+        _check_text(config)
+    for name, model in config["models"].items():
+        _check_model(config, name, model)
+    _check_analysis(config)
+    return config
+
+
+def is_generated(config: dict) -> bool:
+    """The corpus is the planted, generated one (not real text)."""
+    return config["corpus"]["source"] == "generated"
+
+
+def _check_generated(config: dict) -> None:
+    """The generated corpus needs its contexts and planted frequencies, and an evaluation split large enough."""
+    corpus = config["corpus"]
+    if "neutral_prefixes" not in corpus:
+        raise ConfigError("corpus.neutral_prefixes", "the generated corpus needs neutral sentence openings")
+    for category, spec in corpus["categories"].items():
+        missing = [field for field in ("planted_frequency", "before", "after") if field not in spec]
+        if missing:
+            raise ConfigError(
+                f"corpus.categories.{category}", f"the generated corpus needs {missing} for each category"
+            )
+    _check_contexts(corpus)
+    eval_split = corpus["n_eval_sequences"] * corpus["seq_len"]
     if config["evaluation"]["tokens"] > eval_split:
         raise ConfigError(
             "evaluation.tokens",
             f"{config['evaluation']['tokens']} is more than the corpus's evaluation split holds "
             f"(corpus.n_eval_sequences x corpus.seq_len = {eval_split})",
         )
-    for name, model in config["models"].items():
-        _check_model(config, name, model)
-    _check_analysis(config)
-    return config
+
+
+def _check_text(config: dict) -> None:
+    """Real text: files or a dataset, hub models only (toy models train on the generated corpus), a known tokenizer."""
+    text = config["corpus"].get("text", {})
+    sources = [name for name in ("files", "dataset") if name in text]
+    if len(sources) != 1:
+        raise ConfigError(
+            "corpus.text", f"source text needs exactly one of 'files' or 'dataset', got {sources or 'none'}"
+        )
+    toy = [name for name, model in config["models"].items() if model["source"] != "hub"]
+    if toy:
+        raise ConfigError("corpus.source", f"text is for hub models; toy model(s) {toy} train on the generated corpus")
+    tokenizer = text.setdefault("tokenizer", next(iter(config["models"])))
+    if tokenizer not in config["models"]:
+        raise ConfigError(
+            "corpus.text.tokenizer", f"'{tokenizer}' is not a configured model ({list(config['models'])})"
+        )
+
+
+def _check_generated_budget(config: dict, recipe: dict, key: str) -> None:
+    """The generated corpus's SAE split is known now: refuse a budget it cannot feed, with both figures."""
+    corpus = config["corpus"]
+    distinct = corpus["n_sae_sequences"] * (corpus["seq_len"] - config["activations"]["exclude_first"])
+    if recipe["tokens"] > distinct * recipe["max_epochs"]:
+        raise ConfigError(
+            f"{key}.tokens",
+            f"{recipe['tokens']} is more than {key}.max_epochs = {recipe['max_epochs']} pass(es) over the {distinct} "
+            "training tokens of the SAE split (corpus.n_sae_sequences x (corpus.seq_len - activations.exclude_first))",
+        )
 
 
 def _check_analysis(config: dict) -> None:
@@ -148,6 +202,14 @@ def _check_corpus(corpus: dict) -> None:
             if word in seen:
                 raise ConfigError(f"{key}.words", f"word '{word}' is also in category '{seen[word]}'")
             seen[word] = category
+    clash = sorted(set(corpus["filler_words"]) & set(seen))
+    if clash:
+        raise ConfigError("corpus.filler_words", f"filler words {clash} are also category words")
+
+
+def _check_contexts(corpus: dict) -> None:
+    """No category word in a generator context phrase: it would blur the planted frequencies."""
+    seen = {word for spec in corpus["categories"].values() for word in spec["words"]}
     contexts = {"corpus.neutral_prefixes": corpus["neutral_prefixes"]}
     for category, spec in corpus["categories"].items():
         contexts[f"corpus.categories.{category}.before"] = spec["before"]
@@ -158,21 +220,21 @@ def _check_corpus(corpus: dict) -> None:
             raise ConfigError(
                 key, f"context phrases contain category word(s) {leaked}, which would blur the planted frequencies"
             )
-    clash = sorted(set(corpus["filler_words"]) & set(seen))
-    if clash:
-        raise ConfigError("corpus.filler_words", f"filler words {clash} are also category words")
 
 
 def _check_sae(sae: dict, key: str, d_model: int | None) -> None:
-    if sae["warmup_steps"] >= sae["steps"]:
-        raise ConfigError(f"{key}.warmup_steps", f"must be smaller than {key}.steps ({sae['steps']})")
-    if sae["architecture"] == "relu" and sae["sparsity_warmup_steps"] >= sae["steps"]:
-        raise ConfigError(f"{key}.sparsity_warmup_steps", f"must be smaller than {key}.steps")
-    if sae["architecture"] == "batchtopk" and sae["threshold_start_step"] >= sae["steps"]:
+    sae = resolve_sae(sae)
+    updates = sae["updates"]
+    if updates < 2:
         raise ConfigError(
-            f"{key}.threshold_start_step",
-            "must be smaller than steps, or BatchTopK never learns its inference threshold",
+            f"{key}.tokens", f"a budget of {sae['tokens']} tokens is less than two batches of {sae['batch_size']}"
         )
+    used = {"topk": (), "batchtopk": ("threshold_start_step",), "relu": ("sparsity_warmup_steps",)}
+    for name in ("warmup_steps", *used[sae["architecture"]]):
+        if sae[name] >= updates:
+            raise ConfigError(
+                f"{key}.{name}", f"{sae[name]} must be smaller than the {updates} updates of the budget ({key}.tokens)"
+            )
     if d_model is not None and sae["architecture"] != "relu":
         dict_size = sae["expansion"] * d_model
         if sae["k"] > dict_size:
@@ -203,6 +265,8 @@ def _check_model(config: dict, name: str, model: dict) -> None:
     if errors:
         raise ConfigError(_key([f"{key}.sae", *errors[0].absolute_path]), errors[0].message)
     _check_sae(merged, f"{key}.sae" if overrides else "sae", model["d_model"])
+    if is_generated(config):
+        _check_generated_budget(config, resolve_sae(merged), f"{key}.sae" if overrides else "sae")
 
 
 def _check_layers(layers: list[int], n_layers: int, key: str) -> None:
@@ -220,8 +284,24 @@ def model_layers(config: dict, model: str) -> list[int]:
 
 
 def sae_settings(config: dict, model: str) -> dict:
-    """The SAE recipe for `model`: the global sae section with the model's overrides."""
-    return {**config["sae"], **config["models"][model].get("sae", {})}
+    """The SAE recipe for `model`: the global sae section with the model's overrides, budget-scaled values filled."""
+    return resolve_sae({**config["sae"], **config["models"][model].get("sae", {})})
+
+
+DICTIONARY_LEARNING_DEAD_TOKENS = 10_000_000  # its trainers' default dead-feature window
+
+
+def resolve_sae(recipe: dict) -> dict:
+    """The recipe with its optimizer updates and every budget-scaled setting left null filled in from sae.tokens."""
+    updates = recipe["tokens"] // recipe["batch_size"]
+    scaled = {
+        "warmup_steps": updates // 8,
+        "sparsity_warmup_steps": updates // 8,
+        "threshold_start_step": updates // 4,
+        "dead_feature_tokens": max(1, min(DICTIONARY_LEARNING_DEAD_TOKENS, recipe["tokens"] // 5)),
+    }
+    filled = {name: value if recipe[name] is None else recipe[name] for name, value in scaled.items()}
+    return {**recipe, **filled, "updates": updates}
 
 
 def layer_groups(config: dict, model: str, layers: list[int]) -> list[list[int]]:
@@ -279,6 +359,51 @@ def probe_settings(config: dict) -> dict:
     return {"corpus": corpus, "probes": config["probes"]}
 
 
+FETCH_MARGIN = 1.25  # text fetched beyond the estimate: held-out documents and the estimate's error
+
+
+def text_fetch_settings(config: dict) -> dict:
+    """What the text fetch reads: the text section and how many tokens the budgets need at most.
+
+    needed = the largest distinct-token need of any model (sae.tokens / sae.max_epochs, positions left out
+    added back) plus the evaluation tokens, times FETCH_MARGIN.
+    """
+    text = {key: value for key, value in config["corpus"]["text"].items() if key != "tokenizer"}
+    kept = 1 - config["activations"]["exclude_first"] / config["corpus"]["seq_len"]
+    distinct = max(budget["tokens"] / budget["max_epochs"] for budget in text_budgets(config).values())
+    needed = (distinct / kept + config["evaluation"]["tokens"]) * FETCH_MARGIN
+    return {"text": text, "needed_tokens": int(needed), "hub": config["hub"]}
+
+
+def text_tokenize_settings(config: dict) -> dict:
+    """What the tokenize job reads: how documents are split and packed (budgets are checked per model after it)."""
+    keys = ("field", "eval_documents", "probe_documents")
+    return {
+        "text": {key: config["corpus"]["text"][key] for key in keys},
+        "seed": config["corpus"]["seed"],
+        "seq_len": config["corpus"]["seq_len"],
+    }
+
+
+def text_budgets(config: dict) -> dict[str, dict]:
+    """Each model's SAE budget: its tokens and the passes over the text it may take."""
+    return {
+        model: {key: sae_settings(config, model)[key] for key in ("tokens", "max_epochs")} for model in config["models"]
+    }
+
+
+def text_check_settings(config: dict, model: str) -> dict:
+    """What one model's check against the text reads: the lexicon, the control words, its budget, the positions."""
+    corpus = config["corpus"]
+    categories = {name: spec["words"] for name, spec in corpus["categories"].items()}
+    return {
+        "categories": categories,
+        "filler_words": corpus["filler_words"],
+        "budget": text_budgets(config)[model],
+        **token_settings(config),
+    }
+
+
 def hub_settings(config: dict, model: str) -> dict:
     """What the prefetch of a hub model reads."""
     return {"model": model_spec(config, model), "hub": config["hub"]}
@@ -290,8 +415,12 @@ def sae_training_settings(config: dict, model: str) -> dict:
     The layer-group size is left out: it shapes jobs, not SAEs, so changing it retrains nothing.
     """
     recipe = {key: value for key, value in sae_settings(config, model).items() if key != "layers_per_job"}
-    tokens = {"max_tokens": config["activations"]["max_tokens"], "seq_len": config["corpus"]["seq_len"]}
-    return {**runtime_settings(config), "sae": recipe, "tokens": tokens}
+    return {**runtime_settings(config), "sae": recipe, "tokens": token_settings(config)}
+
+
+def token_settings(config: dict) -> dict:
+    """How contexts are cut and which of their positions count (SAE training and evaluation alike)."""
+    return {"seq_len": config["corpus"]["seq_len"], "exclude_first": config["activations"]["exclude_first"]}
 
 
 def categories(config: dict) -> list[str]:
@@ -303,7 +432,7 @@ def scoring_settings(config: dict) -> dict:
     """Everything a score job reads: SAE evaluation, category scoring and the categories."""
     return {
         **runtime_settings(config),
-        "evaluation": {**config["evaluation"], "seq_len": config["corpus"]["seq_len"]},
+        "evaluation": {**config["evaluation"], **token_settings(config)},
         "scoring": config["scoring"],
         "categories": categories(config),
     }
@@ -317,12 +446,12 @@ def provenance(config: dict) -> dict:
     scoring = {key: value for key, value in scoring_settings(config).items() if key not in RUNTIME_KEYS}
     return {
         "steps": config["steps"],
-        "corpus": _generation(config, *SPLIT_SIZES),
+        "corpus": {key: value for key, value in config["corpus"].items() if key != "lexicon"},
         "probes": config["probes"],
         "toy_training": config["toy_training"],
         "models": models,
         "sae": sae,
-        "sae_tokens": {"max_tokens": config["activations"]["max_tokens"], "seq_len": config["corpus"]["seq_len"]},
+        "tokens": token_settings(config),
         **scoring,
     }
 
@@ -333,7 +462,11 @@ def cube_settings(config: dict) -> dict:
         "models": list(config["models"]),
         "steps": config["steps"],
         "categories": categories(config),
-        "planted_frequency": {name: spec["planted_frequency"] for name, spec in config["corpus"]["categories"].items()},
+        # real text plants nothing: NaN
+        "planted_frequency": {
+            name: spec.get("planted_frequency", math.nan) if is_generated(config) else math.nan
+            for name, spec in config["corpus"]["categories"].items()
+        },
         "provenance": provenance(config),
     }
 

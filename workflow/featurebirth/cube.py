@@ -19,7 +19,17 @@ import xarray as xr
 from .io import atomic_path
 
 CELL_VARIABLES = ("score", "null", "auroc", "precision", "recall")
-QUALITY_VARIABLES = ("variance_explained", "l0", "dead_fraction")
+QUALITY_VARIABLES = (
+    "variance_explained",
+    "l0",
+    "dead_fraction",
+    "ce_loss_clean",
+    "ce_loss_sae",
+    "ce_loss_zero",
+    "ce_loss_recovered",
+    "ce_loss_increase",
+    "kl_score",
+)
 MISSING_FEATURE = -1
 
 DESCRIPTIONS = {
@@ -32,6 +42,16 @@ DESCRIPTIONS = {
     "variance_explained": "SAE fraction of variance explained on held-out activations (evaluation split)",
     "l0": "SAE mean active features per token",
     "dead_fraction": "fraction of SAE features that never fired on held-out activations",
+    "ce_loss_clean": "next-token loss (nats per prediction) of the untouched model on the evaluation split; the same "
+    "for every layer of a (model, step)",
+    "ce_loss_sae": "next-token loss (nats) with the layer's residual stream replaced by the SAE reconstruction "
+    "(the first exclude_first positions pass through clean and no prediction made there counts)",
+    "ce_loss_zero": "next-token loss (nats) with the layer's residual stream replaced by zeros",
+    "ce_loss_recovered": "(ce_loss_zero - ce_loss_sae) / (ce_loss_zero - ce_loss_clean); NaN where zero ablation "
+    "costs less than evaluation.ce_floor (read ce_loss_increase there)",
+    "ce_loss_increase": "ce_loss_sae - ce_loss_clean (nats): the cost of splicing in the SAE",
+    "kl_score": "(KL_zero - KL_sae) / KL_zero, KL(p_clean || p_patched) averaged over the counted predictions; NaN "
+    "where KL_zero < evaluation.ce_floor",
     "direction_cosine": "cosine of the best features' decoder directions at layer and other_layer",
     "duplicate_checkpoint": "another step of this model has identical weights (a mislabelled revision?)",
 }

@@ -1,7 +1,8 @@
 """When, where and at what scale each category is born, and where it reactivates: from the cube alone.
 
 A category is *represented* in a cell when its score clears `tau`, beats its permutation null
-by `margin`, and the cell's SAE is healthy (variance explained >= `min_variance_explained`).
+by `margin`, and the cell's SAE is healthy (variance explained >= `min_variance_explained` and, where
+set, the downstream floors `min_ce_recovered` and `max_ce_increase`: see `healthy`).
 These are the kernels; `analysis.analyse` combines them once per cube for the tables, figures and summary.
 """
 
@@ -34,8 +35,32 @@ def duplicate_checkpoints(cube: xr.Dataset) -> list[dict]:
 
 def represented(cube: xr.Dataset, settings: dict) -> xr.DataArray:
     """Boolean (model, step, layer, category); cells that do not exist are False."""
-    healthy = cube["variance_explained"] >= settings["min_variance_explained"]
-    return (cube["score"] >= settings["tau"]) & (cube["score"] - cube["null"] >= settings["margin"]) & healthy
+    selective = (cube["score"] >= settings["tau"]) & (cube["score"] - cube["null"] >= settings["margin"])
+    return selective & healthy(cube, settings)
+
+
+def healthy(cube: xr.Dataset, settings: dict) -> xr.DataArray:
+    """Boolean (model, step, layer): the cell's SAE is good enough to read features from.
+
+    Variance explained >= `min_variance_explained`; where set (not None), ce_loss_recovered >= `min_ce_recovered`
+    and ce_loss_increase <= `max_ce_increase`. A cell whose ce_loss_recovered is NaN (zero ablation costs less
+    than evaluation.ce_floor, as at step 0: the ratio means nothing there) is not excluded by
+    `min_ce_recovered`; `max_ce_increase`, on the raw loss increase, judges every cell, those included.
+    """
+    ok = cube["variance_explained"] >= settings["min_variance_explained"]
+    limits = {"min_ce_recovered": "ce_loss_recovered", "max_ce_increase": "ce_loss_increase"}
+    for setting, name in limits.items():
+        if settings.get(setting) is not None and name not in cube:
+            raise ValueError(
+                f"analysis.{setting} is set but the cube has no {name} (scored before downstream quality was "
+                "measured): rescore, or unset it"
+            )
+    if settings.get("min_ce_recovered") is not None:
+        recovered = cube["ce_loss_recovered"]
+        ok &= (recovered >= settings["min_ce_recovered"]) | recovered.isnull()
+    if settings.get("max_ce_increase") is not None:
+        ok &= cube["ce_loss_increase"] <= settings["max_ce_increase"]
+    return ok
 
 
 def refuse_duplicates(duplicates: list[dict], settings: dict) -> None:

@@ -1,4 +1,5 @@
-"""Seaborn figures of the cube: heatmaps with the emergence boundary, emergence curves, scale, reactivation.
+"""Seaborn figures of the cube: heatmaps with the emergence boundary, emergence curves, scale, reactivation,
+and per model the SAEs' downstream quality (CE loss recovered and increase) over layer x step.
 
 Scores come from the cube; every analysed quantity and setting (tau, tau_low) from an `Analysis`.
 """
@@ -81,6 +82,76 @@ def heatmaps(cube: xr.Dataset, analysis: Analysis, model: str, path: Path, dpi: 
         plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap="viridis"), ax=axes, shrink=0.8, label=SCORE_LABEL
     )
     fig.suptitle(f"{model}: category score by layer and step (black line: emergence boundary)", fontsize=11)
+    _save(fig, path, dpi)
+
+
+QUALITY_PANELS = {  # variable: (title, colour bar label, colour map, vmin, vmax, number format)
+    "ce_loss_recovered": (
+        "CE loss recovered, (L_zero - L_sae) / (L_zero - L_clean)",
+        "fraction recovered",
+        "viridis",
+        0.0,
+        1.0,
+        ".2f",
+    ),
+    "ce_loss_increase": ("CE loss increase, L_sae - L_clean", "nats per token", "magma_r", 0.0, None, ".3f"),
+}
+MARK_AT = (0.85, 0.82)  # where in a cell (x, y from its lower left corner) the unhealthy mark goes
+ANNOTATE_CELLS = 256  # write each cell's value in it when a panel has at most this many cells
+NAN_COLOUR = "#d9d9d9"
+
+
+def quality_heatmaps(cube: xr.Dataset, analysis: Analysis, model: str, path: Path, dpi: int) -> None:
+    """Downstream SAE quality of one model over layer x step: CE loss recovered and CE loss increase.
+
+    Grey cells of the ratio are NaN (zero ablation cheaper than evaluation.ce_floor, e.g. step 0); a cross marks
+    the cells that the analysis's downstream limits (min_ce_recovered, max_ce_increase), where set, call unhealthy.
+    """
+    layers = cube["layer"].values[em.studied(cube).sel(model=model).any("step").values]
+    cells = cube.sel(model=model, layer=layers)
+    healthy = em.healthy(cube, {**analysis.settings, "min_variance_explained": -np.inf}).sel(model=model, layer=layers)
+    exists = em.studied(cube).sel(model=model, layer=layers)
+    unhealthy = (exists & ~healthy).transpose("layer", "step").values
+    limits = {k: analysis.settings.get(k) for k in ("min_ce_recovered", "max_ce_increase")}
+    fig, axes = plt.subplots(
+        1,
+        len(QUALITY_PANELS),
+        figsize=(max(4.0, 0.55 * cube.sizes["step"]) * len(QUALITY_PANELS), 0.45 * len(layers) + 2.0),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    for ax, (name, (title, label, cmap, vmin, vmax, fmt)) in zip(axes.flat, QUALITY_PANELS.items()):
+        table = cells[name].transpose("layer", "step").to_pandas()
+        ax.set_facecolor(NAN_COLOUR)
+        sns.heatmap(
+            table,
+            ax=ax,
+            vmin=vmin,
+            vmax=vmax,
+            cmap=cmap,
+            annot=table.size <= ANNOTATE_CELLS,
+            fmt=fmt,
+            annot_kws={"fontsize": 7},
+            linewidths=0.3,
+            linecolor="white",
+            cbar_kws={"label": label, "shrink": 0.8},
+        )
+        rows, columns = np.nonzero(unhealthy)
+        ax.scatter(
+            columns + MARK_AT[0], rows + MARK_AT[1], marker="x", s=25, color="red", linewidths=1.5, label="unhealthy"
+        )
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("training step (optimizer steps)")
+        ax.set_ylabel("layer (block index)")
+        ax.tick_params(axis="x", labelrotation=45)
+        ax.tick_params(axis="y", labelrotation=0)
+    shown = ", ".join(f"{k} = {v}" for k, v in limits.items() if v is not None) or "none set"
+    fig.suptitle(
+        f"{model}: downstream SAE quality on the evaluation split\n(grey: ratio NaN, zero ablation cheaper than "
+        f"evaluation.ce_floor; red x: fails the analysis's limits, {shown})",
+        fontsize=10,
+    )
     _save(fig, path, dpi)
 
 

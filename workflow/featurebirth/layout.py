@@ -51,7 +51,17 @@ CORPUS_FILES = {
     "train_text": "train.txt",  # the toy models' training text
     "sae_text": "sae.txt",  # SAE training text (hub models tokenise it themselves)
     "eval_text": "eval.txt",  # held-out text for SAE quality
+    # real text (corpus.source: text)
+    "text_source": "text/source.json",  # the files the fetch found or fetched
+    "text_sae": "text/sae.h5",  # packed token ids of the SAE-training documents
+    "text_eval": "text/eval.h5",  # ... of the evaluation documents
+    "text_probe": "text/probe.h5",  # ... of the probe-mining documents
 }
+
+
+def text_check(results: str | Path, model: str) -> str:
+    """The record of one model checked against the text (lexicon, budget; written before any of its SAE jobs)."""
+    return _join(corpus_dir(results), "text", f"check-{model}.json")
 
 
 # checkpoints, per (model, step)
@@ -167,6 +177,11 @@ def analysis_path(results: str | Path) -> str:
 
 def heatmap_path(results: str | Path, model: str) -> str:
     return _join(results, "figures", "heatmaps", f"{model}.png")
+
+
+def quality_heatmap_path(results: str | Path, model: str) -> str:
+    """One model's downstream SAE quality (CE loss recovered and increase) over layer x step."""
+    return _join(results, "figures", "quality", f"{model}.png")
 
 
 def figure_path(results: str | Path, figure: str) -> str:

@@ -26,6 +26,7 @@ from .corpus import SAE_SPLIT
 from .io import atomic_path, read_json, write_json
 from .layout import SAE_CONFIG, SAE_WEIGHTS, cell_name, group_sae_dirs
 from .models import forward_dtype, load_model, resolve_device
+from .text import check_budget
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def trainer_config(settings: dict, d_model: int, device: torch.device, *, model:
     arch = settings["architecture"]
     config = {
         "trainer": trainer_classes()[arch],
-        "steps": settings["steps"],
+        "steps": settings["updates"],
         "activation_dim": d_model,
         "dict_size": settings["expansion"] * d_model,
         "layer": layer,
@@ -144,7 +145,7 @@ def train_sae(
     check = (activations[:CHECK_TOKENS].float() / norm).to(device)
     limit = settings["divergence_factor"] * (check - check.mean(dim=0)).pow(2).sum(dim=1).mean().item()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    updates = settings["steps"]
+    updates = settings["updates"]
     batches = shuffled_batches(activations, updates, settings["batch_size"], settings["seed"], device, norm)
     started = time.perf_counter()
     for update, batch in enumerate(tqdm(batches, total=updates, desc=f"SAE {cell}", mininterval=10)):
@@ -189,8 +190,10 @@ def train_layer_group(
     layers = list(folders)
     device = resolve_device(settings["device"])
     network = load_model(checkpoint, device, forward_dtype(device, settings["gpu_dtype"]))
-    ids = token_rows(tokens, checkpoint, SAE_SPLIT, settings["tokens"]["max_tokens"], settings["tokens"]["seq_len"])
-    activations = layer_activations(network, ids, layers, settings["forward_batch_size"])
+    recipe, context = settings["sae"], settings["tokens"]
+    ids = token_rows(tokens, checkpoint, SAE_SPLIT, recipe["tokens"], context["seq_len"])
+    check_budget(recipe, ids.shape[0] * (ids.shape[1] - context["exclude_first"]), tokens)  # fails before the forward
+    activations = layer_activations(network, ids, layers, settings["forward_batch_size"], context["exclude_first"])
     del network
     manifest = {"model": model, "step": step, "layers": layers, "tokens": int(ids.numel()), "cells": {}}
     for layer in layers:

@@ -6,6 +6,10 @@ The category score is the best feature's F1; its null is the same score after pe
 category labels among target *words* (all contexts of a word move together), so a feature
 that fires on one word, or on an arbitrary set of words, scores alike under both and only a
 feature that groups the words of one category beats the null.
+
+Beside the scores, each cell's SAE quality on the held-out evaluation split: variance explained, L0, dead
+features and reconstruction error of its activations (sae.quality), and its downstream quality, the
+next-token loss with the SAE spliced into the residual stream (featurebirth.downstream).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from scipy.stats import rankdata
 
 from .activations import layer_activations, probe_activations, token_rows
 from .corpus import EVAL_SPLIT, read_probes
+from .downstream import clean_reference, downstream_quality, sae_reconstruction
 from .io import atomic_path
 from .layout import CONTROL, group_sae_dirs
 from .models import checkpoint_metadata, forward_dtype, load_model, load_tokenizer, resolve_device
@@ -162,7 +167,9 @@ def score_step(
 ) -> xr.Dataset:
     """Score every studied layer of one (model, step) and measure its SAEs' quality; write one netCDF file.
 
-    One forward pass over the probe set and one over the held-out evaluation split serve every layer.
+    One forward pass over the probe set and one over the held-out evaluation split serve every layer; one
+    clean pass over the split gives the clean loss (the same for every layer), then each layer's SAE is
+    spliced in (and zero ablation) for its downstream quality (featurebirth.downstream).
     """
     folders = studied_sae_dirs(manifests, layers)
     device = resolve_device(settings["device"])
@@ -176,16 +183,28 @@ def score_step(
     probe_acts = probe_activations(network, load_tokenizer(checkpoint), items, settings["forward_batch_size"])
     evaluation = settings["evaluation"]
     ids = token_rows(eval_tokens, checkpoint, EVAL_SPLIT, evaluation["tokens"], evaluation["seq_len"])
-    held_out = layer_activations(network, ids, layers, settings["forward_batch_size"])
-    cells = [
-        score_layer(
-            load_sae(folders[layer], device), probe_acts[layer], held_out[layer], labels, words, settings
-        ).expand_dims(layer=[layer])
-        for layer in layers
-    ]
+    batch_size, exclude_first = settings["forward_batch_size"], evaluation["exclude_first"]
+    held_out = layer_activations(network, ids, layers, batch_size, exclude_first)
+    reference = clean_reference(network, ids, exclude_first, batch_size)
+    cells = []
+    for layer in layers:
+        ae = load_sae(folders[layer], device)
+        cell = score_layer(ae, probe_acts[layer], held_out.pop(layer), labels, words, settings)
+        downstream = downstream_quality(network, reference, layer, sae_reconstruction(ae), evaluation["ce_floor"])
+        for name, value in downstream.items():
+            cell[name] = value
+        cells.append(cell.expand_dims(layer=[layer]))
+        del ae
     scores = xr.concat(cells, "layer")
     scores.attrs.update(
-        {"model": model, "step": step, "eval_tokens": int(ids.numel()), **checkpoint_metadata(network, checkpoint)}
+        {
+            "model": model,
+            "step": step,
+            "eval_tokens": int(ids.numel()),
+            "eval_predictions": reference.n_predictions,
+            "ce_floor": float(evaluation["ce_floor"]),
+            **checkpoint_metadata(network, checkpoint),
+        }
     )
     with atomic_path(out_path) as tmp:
         scores.to_netcdf(tmp, engine="h5netcdf")

@@ -18,12 +18,16 @@ from featurebirth.config import (
     eval_split_settings,
     figure_settings,
     hub_settings,
+    is_generated,
     layer_groups,
     model_layers,
     model_spec,
     probe_settings,
     sae_training_settings,
     scoring_settings,
+    text_check_settings,
+    text_fetch_settings,
+    text_tokenize_settings,
 )
 
 RESULTS = config["results"]
@@ -80,9 +84,36 @@ def checkpoint(wildcards) -> str:
     return layout.toy_checkpoint(RESULTS, wildcards.model, wildcards.step)
 
 
-def split_tokens(token_ids: str, text: str) -> Callable:
-    """Toy models read a split's token ids; hub models tokenise its text with their own tokenizer."""
-    return lambda wildcards: layout.corpus_file(RESULTS, text if is_hub(wildcards.model) else token_ids)
+SPLIT_INPUTS = {  # the corpus file a split is read from: generated corpus (toy ids, hub text), real text
+    "sae": {"toy": "tokens", "hub": "sae_text", "text": "text_sae"},
+    "eval": {"toy": "eval_tokens", "hub": "eval_text", "text": "text_eval"},
+}
+
+
+def split_tokens(split: str) -> Callable:
+    """Toy models read the generated split's token ids, hub models tokenise its text themselves; with real text
+    every model reads the packed ids tokenized once."""
+
+    def source(wildcards) -> str:
+        kind = "text" if not is_generated(config) else config["models"][wildcards.model]["source"]
+        return layout.corpus_file(RESULTS, SPLIT_INPUTS[split][kind])
+
+    return source
+
+
+def text_tokenizer(wildcards) -> str:
+    """The checkpoint (at the first configured step) of the model whose tokenizer tokenizes the text."""
+    return layout.hub_pointer(RESULTS, config["corpus"]["text"]["tokenizer"], config["steps"][0])
+
+
+def first_checkpoint(wildcards) -> str:
+    """A model's checkpoint at the first configured step (its tokenizer is the same at every step)."""
+    return layout.hub_pointer(RESULTS, wildcards.model, config["steps"][0])
+
+
+def text_checked(wildcards) -> list[str]:
+    """With real text, an SAE job waits for its model's check against the text (lexicon, budget)."""
+    return [] if is_generated(config) else [layout.text_check(RESULTS, wildcards.model)]
 
 
 def sae_groups(model: str, step: int) -> tuple[str, ...]:
@@ -133,4 +164,5 @@ def all_scores() -> list[str]:
 
 def all_figures() -> list[str]:
     heatmaps = [layout.heatmap_path(RESULTS, model) for model in config["models"]]
-    return heatmaps + [layout.figure_path(RESULTS, figure) for figure in layout.FIGURES]
+    quality = [layout.quality_heatmap_path(RESULTS, model) for model in config["models"]]
+    return heatmaps + quality + [layout.figure_path(RESULTS, figure) for figure in layout.FIGURES]

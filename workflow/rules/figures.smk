@@ -3,6 +3,7 @@
 
 localrules:
     heatmaps,
+    quality_heatmaps,
     figure,
 
 
@@ -30,6 +31,33 @@ rule heatmaps:
         settings=as_arg(figure_settings(config, "heatmaps")),
     shell:
         "python -m featurebirth figure heatmaps --model {wildcards.model} --cube {input.cube}"
+        " --analysis {input.analysis} --settings {params.settings} --out {output} > {log} 2>&1"
+
+
+rule quality_heatmaps:
+    input:
+        cube=rules.cube.output,
+        analysis=rules.tables.output.analysis,
+    output:
+        report(
+            layout.quality_heatmap_path(RESULTS, "{model}"),
+            caption="../report/quality.rst",
+            category="Figures",
+            subcategory="SAE quality",
+            labels={"model": "{model}"},
+        ),
+    log:
+        layout.log_for(RESULTS, layout.quality_heatmap_path(RESULTS, "{model}")),
+    conda:
+        "../../envs/featurebirth.yaml"
+    threads: 1
+    resources:
+        mem_mb=grows(2000),
+        runtime=grows(15),
+    params:
+        settings=as_arg(figure_settings(config, "quality")),
+    shell:
+        "python -m featurebirth figure quality --model {wildcards.model} --cube {input.cube}"
         " --analysis {input.analysis} --settings {params.settings} --out {output} > {log} 2>&1"
 
 

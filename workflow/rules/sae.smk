@@ -8,7 +8,8 @@ lands in its own cell's folder, and the group's manifest, written last, is the j
 rule train_saes:
     input:
         checkpoint=checkpoint,
-        tokens=split_tokens("tokens", "sae_text"),
+        tokens=split_tokens("sae"),
+        checked=text_checked,
     output:
         layout.sae_group(RESULTS, "{model}", "{step}", "{layers}"),
     log:

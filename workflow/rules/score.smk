@@ -8,7 +8,7 @@ rule score:
     input:
         checkpoint=checkpoint,
         probes=rules.probes.output[0],
-        eval_tokens=split_tokens("eval_tokens", "eval_text"),
+        eval_tokens=split_tokens("eval"),
         saes=trained_saes,
     output:
         layout.score_path(RESULTS, "{model}", "{step}"),

@@ -1,0 +1,201 @@
+"""Real text for real models: documents from local files or a Hugging Face dataset, fetched into the hub cache
+by a local job, split by document, tokenized once, joined with EOS and packed into fixed contexts.
+
+Every cell of a model family reads the same packed token ids: the SAE-training part in the same order,
+the same evaluation part and the same probe-mining part; no document is in two parts.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .io import atomic_path, read_json, write_json
+
+SUFFIXES = (".txt", ".jsonl", ".jsonl.zst", ".parquet")
+TOKENIZE_BATCH = 256  # documents per tokenizer call
+
+
+class TextSourceError(ValueError):
+    """The configured text cannot be read: the message names the file, the pattern or the field."""
+
+
+def _suffix(path: Path) -> str:
+    name = path.name
+    for suffix in sorted(SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    raise TextSourceError(f"{path}: unknown text format; expected one of {list(SUFFIXES)}")
+
+
+def _json_lines(lines: Iterator[str], path: Path, field: str) -> Iterator[str]:
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        if field not in record:
+            raise TextSourceError(f"{path} line {number}: text field '{field}' absent (it has {sorted(record)})")
+        yield record[field]
+
+
+def documents(path: Path, field: str) -> Iterator[str]:
+    """The documents of one file: blank-line-separated paragraphs of .txt, `field` of .jsonl(.zst) and .parquet."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix == ".txt":
+        yield from (part.strip() for part in path.read_text().split("\n\n") if part.strip())
+    elif suffix == ".jsonl":
+        with open(path) as handle:
+            yield from _json_lines(handle, path, field)
+    elif suffix == ".jsonl.zst":
+        import zstandard
+
+        with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as reader:
+            yield from _json_lines(io.TextIOWrapper(reader, encoding="utf-8"), path, field)
+    else:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        if field not in table.column_names:
+            raise TextSourceError(f"{path}: text field '{field}' absent (columns {table.column_names})")
+        yield from (str(value) for value in table.column(field).to_pylist())
+
+
+def local_files(patterns: list[str]) -> list[Path]:
+    """Every file the patterns name, in sorted order within a pattern; a pattern naming nothing is an error."""
+    files = []
+    for pattern in patterns:
+        matched = (
+            [Path(name) for name in sorted(glob.glob(pattern))] if any(c in pattern for c in "*?[") else [Path(pattern)]
+        )
+        matched = [path for path in matched if path.is_file()]
+        if not matched:
+            raise TextSourceError(f"corpus.text.files: '{pattern}' names no file")
+        files += matched
+    return files
+
+
+def dataset_shards(dataset: dict, cache_dir: str | Path, offline: bool) -> tuple[list[str], object]:
+    """The dataset's shard names matching its `files` glob, sorted, and a function fetching one into the cache."""
+    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+
+    repo, revision = dataset["repo"], dataset["revision"]
+    common = {"repo_type": "dataset", "revision": revision, "cache_dir": str(cache_dir)}
+    if offline:
+        snapshot = Path(snapshot_download(repo, allow_patterns=[dataset["files"]], local_files_only=True, **common))
+        names = [str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file()]
+    else:
+        names = HfApi().list_repo_files(repo, repo_type="dataset", revision=revision)
+    shards = sorted(name for name in names if fnmatch.fnmatch(name, dataset["files"]))
+    if not shards:
+        raise TextSourceError(f"corpus.text.dataset: no file of {repo}@{revision} matches '{dataset['files']}'")
+    return shards, lambda name: hf_hub_download(repo, name, local_files_only=offline, **common)
+
+
+def fetch_text(settings: dict, cache_dir: str | Path, offline: bool, pointer: Path) -> dict:
+    """Find (local files) or fetch (dataset shards, in order, only as many as the budgets need) the text.
+
+    Writes a pointer listing the files; the estimate is characters / corpus.text.chars_per_token.
+    """
+    text = settings["text"]
+    if "files" in text:
+        files, fetch = [str(path.resolve()) for path in local_files(text["files"])], None
+    else:
+        files, fetch = dataset_shards(text["dataset"], cache_dir, offline)
+    chosen, characters = [], 0
+    for name in files:
+        path = fetch(name) if fetch else name
+        chosen.append(str(path))
+        characters += sum(len(document) for document in documents(Path(path), text["field"]))
+        if characters / text["chars_per_token"] >= settings["needed_tokens"]:
+            break
+    if characters == 0:
+        raise TextSourceError(f"corpus.text: {files[:3]}... hold no text")
+    data = {"files": chosen, "characters": characters, "estimated_tokens": int(characters / text["chars_per_token"])}
+    write_json(data, pointer)
+    return data
+
+
+def split_documents(n_documents: int, eval_documents: int, probe_documents: int, seed: int) -> dict[str, np.ndarray]:
+    """Document indices per part: a seeded choice of evaluation and probe-mining documents; the rest, in order,
+    trains the SAEs. Disjoint by construction."""
+    if eval_documents + probe_documents >= n_documents:
+        raise TextSourceError(
+            f"the text has {n_documents} documents: too few to hold out corpus.text.eval_documents = {eval_documents}"
+            f" and corpus.text.probe_documents = {probe_documents} and still train on some"
+        )
+    order = np.random.default_rng(seed).permutation(n_documents)
+    held_out = order[: eval_documents + probe_documents]
+    train = np.setdiff1d(np.arange(n_documents), held_out)
+    return {"sae": train, "eval": np.sort(held_out[:eval_documents]), "probe": np.sort(held_out[eval_documents:])}
+
+
+def pack(token_lists: list[list[int]], eos: int, seq_len: int) -> np.ndarray:
+    """Documents joined with EOS (one after each) and cut into rows of seq_len; the incomplete last row is dropped."""
+    flat = np.fromiter((t for tokens in token_lists for t in (*tokens, eos)), dtype=np.int32)
+    rows = len(flat) // seq_len
+    return flat[: rows * seq_len].reshape(rows, seq_len)
+
+
+def tokenize_text(pointer: Path, tokenizer, settings: dict, outputs: dict[str, Path]) -> dict[str, int]:
+    """Split the pointer's documents, tokenize each part once with `tokenizer`, pack it; write one file per part.
+
+    Returns the packed tokens per part.
+    """
+    text = settings["text"]
+    docs = [doc for path in read_json(pointer)["files"] for doc in documents(Path(path), text["field"])]
+    parts = split_documents(len(docs), text["eval_documents"], text["probe_documents"], settings["seed"])
+    sizes = {}
+    for part, indices in parts.items():
+        chosen = [docs[i] for i in indices]
+        ids = [
+            tokens
+            for start in range(0, len(chosen), TOKENIZE_BATCH)
+            for tokens in tokenizer(chosen[start : start + TOKENIZE_BATCH], add_special_tokens=False)["input_ids"]
+        ]
+        packed = pack(ids, tokenizer.eos_token_id, settings["seq_len"])
+        if not len(packed):
+            raise TextSourceError(f"the {part} documents hold fewer tokens than one context of {settings['seq_len']}")
+        with atomic_path(outputs[part]) as tmp, h5py.File(tmp, "w") as handle:
+            handle.create_dataset(part, data=packed, track_times=False)
+            handle.attrs.update({"documents": len(chosen), "tokens": packed.size, "eos": tokenizer.eos_token_id})
+        sizes[part] = int(packed.size)
+    return sizes
+
+
+class BudgetError(ValueError):
+    """An SAE budget asks for more passes over the training text than the config allows."""
+
+
+def check_budget(budget: dict, distinct: int, source: str | Path, key: str = "sae") -> None:
+    """Refuse a budget larger than max_epochs passes over `distinct` training tokens, with both figures."""
+    if budget["tokens"] > distinct * budget["max_epochs"]:
+        raise BudgetError(
+            f"{key}.tokens = {budget['tokens']} is more than {key}.max_epochs = {budget['max_epochs']} pass(es) over "
+            f"the {distinct} training tokens of {source}: lower the budget, add text, or allow more epochs"
+        )
+
+
+def check_text(split: Path, tokenizer, settings: dict, model: str, record: Path) -> dict:
+    """One model against the text, before any SAE job of it: every lexicon word (and control word) one token of
+    the model's tokenizer, and the SAE budget within max_epochs passes over the SAE part. The record marks it passed
+    and gives each category's measured frequency in the SAE part (per million tokens)."""
+    from .lexicon import category_frequencies, check_lexicon
+
+    word_ids = check_lexicon(tokenizer, settings["categories"], model)
+    check_lexicon(tokenizer, {"filler_words": settings["filler_words"]}, model)
+    with h5py.File(split, "r") as handle:
+        ids = next(iter(handle.values()))[:]
+    distinct = ids.shape[0] * (ids.shape[1] - settings["exclude_first"])
+    check_budget(settings["budget"], distinct, split, key=f"models.{model}.sae")
+    frequencies = category_frequencies(ids[:, settings["exclude_first"] :], word_ids, settings["categories"])
+    checked = {"model": model, **settings["budget"], "distinct_tokens": distinct, "text_frequency": frequencies}
+    write_json(checked, record)
+    return checked
