@@ -92,3 +92,47 @@ def test_pythia_config_has_the_real_suite():
     for name, spec in config["models"].items():
         largest = max(len(group) for group in layer_groups(config, name, model_layers(config, name)))
         assert distinct * largest * spec["d_model"] * 2 < 9e9, name
+
+
+def test_the_real_text_pythia_plan_needs_neither_slurm_nor_network(tmp_path):
+    """config/pythia-text.yaml plans offline: one fetch and one tokenization for both models, a check per model."""
+    plan = snakemake(
+        "-n",
+        "--profile",
+        "profiles/slurm",
+        "--configfile",
+        str(REPO / "config" / "pythia-text.yaml"),
+        "--config",
+        f"results={tmp_path / 'results'}",
+        env={**JOB_ENV, "HF_HUB_OFFLINE": "1"},
+    )
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    jobs = planned_jobs(plan.stdout)
+    counts = {rule: sum(job["rule"] == rule for job in jobs) for rule in {job["rule"] for job in jobs}}
+    # 25 revisions; SAE jobs of 2 layers: 70m 3 per step, 160m 6 per step
+    assert {
+        rule: counts.get(rule, 0)
+        for rule in (
+            "fetch_text",
+            "tokenize_text",
+            "check_text",
+            "prefetch",
+            "train_saes",
+            "score",
+            "corpus",
+            "eval_split",
+        )
+    } == {
+        "fetch_text": 1,
+        "tokenize_text": 1,
+        "check_text": 2,
+        "prefetch": 50,
+        "train_saes": 25 * 9,
+        "score": 50,
+        "corpus": 0,
+        "eval_split": 0,
+    }
+    # text preparation needs no GPU; SAE and score jobs do
+    text_jobs = [job for job in jobs if job["rule"] in ("fetch_text", "tokenize_text", "check_text")]
+    assert not any("gpu=1" in job["resources"].split(", ") for job in text_jobs)
+    assert all("gpu=1" in job["resources"].split(", ") for job in jobs if job["rule"] in GPU_RULES)

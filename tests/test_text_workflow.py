@@ -78,6 +78,11 @@ def test_the_cube_of_the_text_run(text_run):
     assert cube["tokens_seen"].values.tolist() == [[0, 6 * 256]]
     assert cube["score"].notnull().all() and (cube["variance_explained"] > 0.5).all()
     assert cube["planted_frequency"].isnull().all()  # real text plants nothing
+    checked = json.loads(Path(layout.text_check(results, "tiny-neox")).read_text())["text_frequency"]
+    assert cube["text_frequency"].to_series().to_dict() == pytest.approx(checked)
+    # the emergence order is checked against the measured frequencies
+    summary = json.loads(Path(layout.summary_path(results)).read_text())
+    assert summary["spearman_frequency_vs_emergence_step"]["tiny-neox"]["n_categories"] == 3
     assert len(set(cube["fingerprint"].values.ravel())) == 2
 
 

@@ -75,6 +75,15 @@ def _plain(array: xr.DataArray, name: str) -> xr.DataArray:
     return array.reset_coords(drop=True).drop_attrs().rename(name).assign_attrs(description=DESCRIPTIONS[name])
 
 
+def corpus_frequency(cube: xr.Dataset) -> xr.DataArray:
+    """What predicts the emergence order: the planted frequencies of the generated corpus, else (real text) the
+    frequencies measured in the SAE-training text."""
+    planted = cube["planted_frequency"]
+    if planted.notnull().any() or "text_frequency" not in cube.coords:
+        return planted
+    return cube["text_frequency"]
+
+
 def analyse(cube: xr.Dataset, settings: dict) -> Analysis:
     """Represented cells, emergence, scale thresholds, reactivation and Spearman of the cube under `settings`.
 
@@ -97,7 +106,7 @@ def analyse(cube: xr.Dataset, settings: dict) -> Analysis:
         scale_threshold=_plain(em.threshold_params(smallest, cube["n_params"]), "scale_threshold"),
         scale_model=_plain(em.threshold_names(smallest, cube["model"]), "scale_model"),
         reactivation=em.reactivation_events(cube, flags, settings),
-        spearman=em.spearman_by_model(earliest_step, cube["planted_frequency"]),
+        spearman=em.spearman_by_model(earliest_step, corpus_frequency(cube)),
         duplicates=duplicates,
     )
 

@@ -124,8 +124,10 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 def cmd_cube(args: argparse.Namespace) -> None:
     from .cube import build_cube, read_scores, write_cube
+    from .io import read_json
 
-    cube = build_cube(read_scores(args.scores), args.settings)
+    text_frequency = read_json(args.text_check)["text_frequency"] if args.text_check else None
+    cube = build_cube(read_scores(args.scores), args.settings, text_frequency)
     write_cube(cube, args.out)
     log.info("cube of %d cells written to %s", cube.attrs["n_cells"], args.out)
 
@@ -280,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("cube", cmd_cube, "gather every scored checkpoint into one netCDF cube")
     _settings_argument(p, "cube_settings")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--text-check", type=Path, help="real text: the tokenizer model's check (measured frequencies)")
     p.add_argument("scores", type=Path, nargs="+", help="the (model, step) score files")
 
     p = add("tables", cmd_tables, "the analysis of the cube, and its tables")

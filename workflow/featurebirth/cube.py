@@ -80,7 +80,7 @@ def _empty(shape: tuple[int, ...], dtype=np.float64, fill=np.nan) -> np.ndarray:
     return np.full(shape, fill, dtype=dtype)
 
 
-def build_cube(scored: list[xr.Dataset], settings: dict) -> xr.Dataset:
+def build_cube(scored: list[xr.Dataset], settings: dict, text_frequency: dict[str, float] | None = None) -> xr.Dataset:
     """One labelled dataset from every (model, step) score file; coordinates carry sizes, tokens seen and planted
     frequencies. `settings` is config.cube_settings: order, steps, planted frequencies and the provenance config."""
     models, steps, categories = settings["models"], settings["steps"], settings["categories"]
@@ -134,6 +134,11 @@ def build_cube(scored: list[xr.Dataset], settings: dict) -> xr.Dataset:
                 "category",
                 [float(planted[c]) for c in categories],
                 {"description": "relative weight the category was planted with (corpus lexicon)"},
+            ),
+            "text_frequency": (
+                "category",
+                [float((text_frequency or {}).get(c, np.nan)) for c in categories],
+                {"description": "occurrences per million tokens of the category's words in the SAE-training text"},
             ),
         },
         attrs={

@@ -158,6 +158,11 @@ def trained_saes(wildcards) -> list[str]:
     ]
 
 
+def text_frequency_source() -> list[str]:
+    """Real text: the tokenizer model's check, which measures each category's frequency in the SAE text."""
+    return [] if is_generated(config) else [layout.text_check(RESULTS, config["corpus"]["text"]["tokenizer"])]
+
+
 def all_scores() -> list[str]:
     return [layout.score_path(RESULTS, model, step) for model in config["models"] for step in config["steps"]]
 

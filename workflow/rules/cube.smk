@@ -8,7 +8,8 @@ localrules:
 
 rule cube:
     input:
-        all_scores(),
+        scores=all_scores(),
+        text_check=text_frequency_source(),
     output:
         layout.cube_path(RESULTS),
     log:
@@ -22,8 +23,10 @@ rule cube:
     params:
         # a function: the provenance config holds '{word}' templates that would read as wildcards
         settings=lambda wildcards: as_arg(cube_settings(config)),
+        text_check=lambda wildcards, input: f"--text-check {input.text_check}" if input.text_check else "",
     shell:
-        "python -m featurebirth cube --settings {params.settings} --out {output} {input} > {log} 2>&1"
+        "python -m featurebirth cube --settings {params.settings} --out {output} {params.text_check} {input.scores}"
+        " > {log} 2>&1"
 
 
 rule tables:
