@@ -159,3 +159,21 @@ def test_budget_beyond_max_epochs_passes_is_refused_with_both_figures(micro, tmp
         check_budget({**recipe, "max_epochs": 6}, 1240, source)
     check_budget({**recipe, "max_epochs": 6.2}, 1240, source)
     assert issubclass(BudgetError, ValueError)
+
+
+def test_dead_fraction_comes_from_the_trainers_own_counter():
+    from types import SimpleNamespace
+
+    from featurebirth.sae import dead_fraction_in_training
+
+    counted = SimpleNamespace(num_tokens_since_fired=torch.tensor([0, 5, 10, 20]), dead_feature_threshold=10)
+    assert dead_fraction_in_training(counted) == 0.5  # 10 and 20 tokens silent reach the window of 10
+    assert dead_fraction_in_training(SimpleNamespace()) is None  # relu without resampling keeps no counter
+
+
+def test_every_cell_records_its_training_dead_fraction(trained):
+    for settings, _, _, stats in trained.values():
+        if settings["architecture"] == "relu":
+            assert stats["dead_fraction_train"] is None
+        else:
+            assert 0.0 <= stats["dead_fraction_train"] <= 1.0

@@ -23,6 +23,7 @@ QUALITY_VARIABLES = (
     "variance_explained",
     "l0",
     "dead_fraction",
+    "dead_fraction_train",
     "ce_loss_clean",
     "ce_loss_sae",
     "ce_loss_zero",
@@ -42,6 +43,8 @@ DESCRIPTIONS = {
     "variance_explained": "SAE fraction of variance explained on held-out activations (evaluation split)",
     "l0": "SAE mean active features per token",
     "dead_fraction": "fraction of SAE features that never fired on held-out activations",
+    "dead_fraction_train": "fraction of SAE features silent for the trainer's dead-feature window at the end of "
+    "training, by the trainer's own counter (NaN for relu, which keeps none)",
     "ce_loss_clean": "next-token loss (nats per prediction) of the untouched model on the evaluation split; the same "
     "for every layer of a (model, step)",
     "ce_loss_sae": "next-token loss (nats) with the layer's residual stream replaced by the SAE reconstruction "

@@ -161,6 +161,7 @@ def train_sae(
     trainer.ae.scale_biases(norm)
     tokens = updates * settings["batch_size"]
     stats = {
+        "dead_fraction_train": dead_fraction_in_training(trainer),
         "tokens_trained": tokens,
         "distinct_tokens": len(activations),
         "train_seconds": round(seconds, 3),
@@ -168,6 +169,15 @@ def train_sae(
     }
     saved = {**trainer.config, "norm_factor": norm, "architecture": settings["architecture"]}
     return trainer.ae.float().cpu(), saved, stats
+
+
+def dead_fraction_in_training(trainer) -> float | None:
+    """The trainer's own count at the end of training: the share of features silent for its dead-feature window
+    (TopK and BatchTopK keep one; ReLU without resampling keeps none: None)."""
+    silent = getattr(trainer, "num_tokens_since_fired", None)
+    if silent is None:
+        return None
+    return float((silent >= trainer.dead_feature_threshold).float().mean())
 
 
 def save_sae(ae: torch.nn.Module, trainer: dict, settings: dict, stats: dict, cell: str, out_dir: Path) -> None:

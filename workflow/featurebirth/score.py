@@ -24,8 +24,8 @@ from scipy.stats import rankdata
 from .activations import layer_activations, probe_activations, token_rows
 from .corpus import EVAL_SPLIT, read_probes
 from .downstream import clean_reference, downstream_quality, sae_reconstruction
-from .io import atomic_path
-from .layout import CONTROL, group_sae_dirs
+from .io import atomic_path, read_json
+from .layout import CONTROL, SAE_CONFIG, group_sae_dirs
 from .models import checkpoint_metadata, forward_dtype, load_model, load_tokenizer, resolve_device
 from .sae import load_sae, quality
 
@@ -190,6 +190,8 @@ def score_step(
     for layer in layers:
         ae = load_sae(folders[layer], device)
         cell = score_layer(ae, probe_acts[layer], held_out.pop(layer), labels, words, settings)
+        trained = read_json(Path(folders[layer]) / SAE_CONFIG)["training"].get("dead_fraction_train")
+        cell["dead_fraction_train"] = np.nan if trained is None else trained
         downstream = downstream_quality(network, reference, layer, sae_reconstruction(ae), evaluation["ce_floor"])
         for name, value in downstream.items():
             cell[name] = value
