@@ -73,6 +73,7 @@ def _broken(raw, edit):
 # name: (edit of the micro config with its lexicon inlined, key at fault, fragments of the message)
 # fmt: off
 BAD_CONFIGS = {
+    "no position left to count": (lambda c: c["activations"].update(exclude_first=31), "activations.exclude_first", "31 leaves no counted position in contexts of 32"),
     "unknown model source": (lambda c: c["models"]["tiny-a"].update(source="gguf"), "models.tiny-a.source", "is not one of"),
     "layer outside depth": (lambda c: c["models"]["tiny-a"].update(layers=[0, 5]), "models.tiny-a.layers", "outside the model's depth"),
     "empty step list": (lambda c: c.update(steps=[]), "steps", "should be non-empty"),

@@ -179,3 +179,11 @@ def test_token_rows_below_one_row_fail_alike(checkpoint, corpus):
         token_rows(corpus("sae_text"), checkpoint, "sae", 10, 32)
     with pytest.raises(ValueError, match="10 tokens is less than one row of 32"):
         token_rows(corpus("tokens"), checkpoint, "sae", 10, 32)
+
+
+def test_spread_rows_sample_the_whole_split(checkpoint, corpus):
+    spread = token_rows(corpus("tokens"), checkpoint, "sae", 10 * 32, 32, spread=True)
+    with h5py.File(corpus("tokens")) as handle:
+        every = handle["sae"][:]
+    # ten rows evenly spaced over the 40 of the split: 0, 4, 9, 13, 17, 22, 26, 30, 35, 39
+    assert spread.tolist() == every[[0, 4, 9, 13, 17, 22, 26, 30, 35, 39]].tolist()

@@ -28,6 +28,7 @@ from featurebirth.text import (
     check_text,
     documents,
     fetch_text,
+    local_files,
     pack,
     split_documents,
     tokenize_text,
@@ -167,20 +168,21 @@ def test_tokenized_parts_are_packed_disjoint_documents(tokenized):
 def test_budget_checks_name_the_model_and_both_figures(tokenized, text_world, tmp_path):
     config, sizes, results = tokenized
     split = Path(layout.corpus_file(results, "text_sae"))
+    evaluation = Path(layout.corpus_file(results, "text_eval"))
     tokenizer = load_tokenizer(
         sorted((text_world["cache"] / "models--featurebirth-test--tiny-neox" / "snapshots").iterdir())[0]
     )
     distinct = sizes["sae"] // 32 * 31
     settings = text_check_settings(config, "tiny-neox")
     assert settings["budget"] == {"tokens": 7680, "max_epochs": 7}
-    checked = check_text(split, tokenizer, settings, "tiny-neox", tmp_path / "ok.json")
+    checked = check_text(split, evaluation, tokenizer, settings, "tiny-neox", tmp_path / "ok.json")
     assert json.loads((tmp_path / "ok.json").read_text()) == checked and checked["distinct_tokens"] == distinct
     settings["budget"] = {"tokens": distinct * 2 + 1, "max_epochs": 2}
     with pytest.raises(
         BudgetError,
         match=f"models.tiny-neox.sae.tokens = {distinct * 2 + 1} is more than .* over the {distinct} training tokens",
     ):
-        check_text(split, tokenizer, settings, "tiny-neox", tmp_path / "no.json")
+        check_text(split, evaluation, tokenizer, settings, "tiny-neox", tmp_path / "no.json")
     assert not (tmp_path / "no.json").exists()
 
 
@@ -213,3 +215,50 @@ def test_bad_text_config_names_the_key(text_world, name):
     with pytest.raises(ConfigError) as caught:
         validate_config(raw)
     assert caught.value.key == key and fragment in str(caught.value)
+
+
+def test_a_text_short_of_the_budgets_is_refused_with_the_shortfall(text_world, tmp_path):
+    settings = text_fetch_settings(_text_config(text_world))
+    settings["needed_tokens"] = 10**6
+    with pytest.raises(TextSourceError, match=r"all 3 file\(s\) hold about \d+ tokens, fewer than the 1000000"):
+        fetch_text(settings, text_world["cache"], offline=True, pointer=tmp_path / "p.json")
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_a_file_named_twice_is_read_once(tmp_path):
+    (tmp_path / "a.txt").write_text("one\n\ntwo\n")
+    assert local_files([str(tmp_path / "*.txt"), str(tmp_path / "a.txt")]) == [(tmp_path / "a.txt").resolve()]
+
+
+def test_a_model_with_another_tokenizer_is_refused(tokenized, text_world, tmp_path):
+    config, _, results = tokenized
+    snapshot = sorted((text_world["cache"] / "models--featurebirth-test--tiny-neox" / "snapshots").iterdir())[0]
+    other = load_tokenizer(snapshot)
+    other.add_tokens(["zzzz"])
+    with pytest.raises(TextSourceError, match="model 'tiny-neox': its tokenizer differs from the one that tokenized"):
+        check_text(
+            Path(layout.corpus_file(results, "text_sae")),
+            Path(layout.corpus_file(results, "text_eval")),
+            other,
+            text_check_settings(config, "tiny-neox"),
+            "tiny-neox",
+            tmp_path / "no.json",
+        )
+    assert not (tmp_path / "no.json").exists()
+
+
+def test_evaluation_tokens_beyond_the_evaluation_documents_are_refused(tokenized, text_world, tmp_path):
+    config, sizes, results = tokenized
+    snapshot = sorted((text_world["cache"] / "models--featurebirth-test--tiny-neox" / "snapshots").iterdir())[0]
+    settings = {**text_check_settings(config, "tiny-neox"), "evaluation_tokens": sizes["eval"] + 1}
+    with pytest.raises(
+        TextSourceError, match=f"evaluation.tokens = {sizes['eval'] + 1} is more than the {sizes['eval']}"
+    ):
+        check_text(
+            Path(layout.corpus_file(results, "text_sae")),
+            Path(layout.corpus_file(results, "text_eval")),
+            load_tokenizer(snapshot),
+            settings,
+            "tiny-neox",
+            tmp_path / "no.json",
+        )

@@ -11,7 +11,7 @@ import xarray as xr
 
 from featurebirth import layout
 from featurebirth.activations import layer_activations, probe_activations, token_rows
-from featurebirth.config import categories, sae_training_settings, scoring_settings, validate_config
+from featurebirth.config import categories, resolve_sae, sae_training_settings, scoring_settings, validate_config
 from featurebirth.corpus import read_probes
 from featurebirth.io import read_json
 from featurebirth.models import load_model, load_tokenizer, weight_fingerprint
@@ -218,3 +218,15 @@ def test_score_file_attrs_carry_the_checkpoint(checkpoint, scored):
     assert written.attrs["tokens_seen"] == 6 * 8 * 32
     assert written.attrs["eval_tokens"] == 256  # the token ids read (8 rows of 32), first positions included
     assert (written.attrs["d_model"], written.attrs["n_layers"]) == (16, 2)
+
+
+def test_one_pass_budget_reads_enough_contexts_for_its_kept_positions(micro, checkpoint, corpus, tmp_path):
+    """1,000 tokens in one pass need ceil(1000 / 31) = 33 contexts of 32 with the first position left out."""
+    settings = _settings(micro)
+    scaled = dict.fromkeys(("warmup_steps", "sparsity_warmup_steps", "threshold_start_step", "dead_feature_tokens"))
+    settings["sae"] = resolve_sae({**settings["sae"], **scaled, "tokens": 1000, "max_epochs": 1, "batch_size": 50})
+    manifest = train_layer_group(
+        checkpoint, corpus("tokens"), settings, _manifest(tmp_path, [0]), model="tiny-a", step=6
+    )
+    assert manifest["tokens"] == 33 * 32
+    assert manifest["cells"]["0"]["distinct_tokens"] == 33 * 31 and manifest["cells"]["0"]["tokens_trained"] == 1000

@@ -40,16 +40,21 @@ def capture_blocks(model: torch.nn.Module, layers: list[int]) -> Iterator[dict[i
             handle.remove()
 
 
-def token_rows(source: Path, checkpoint: Path, split: str, max_tokens: int, seq_len: int) -> torch.Tensor:
-    """[rows, seq_len] token ids, at most `max_tokens`: a split of the toy token file, or text tokenised here.
+def token_rows(
+    source: Path, checkpoint: Path, split: str, max_tokens: int, seq_len: int, spread: bool = False
+) -> torch.Tensor:
+    """[rows, seq_len] token ids, at most `max_tokens`: a split of a token file, or text tokenised here.
 
-    Toy models read their split of the corpus's token file (tokens.h5); hub models tokenise the split's
-    text with the checkpoint's own tokenizer and cut it into rows of `seq_len`.
+    Token files (the toy corpus's, or real text packed once) are read directly: their first rows, or with `spread`
+    rows evenly spaced over the split (an evaluation then samples every part of the text, not its first
+    documents). Hub models on the generated corpus tokenise the split's text themselves, in rows of `seq_len`.
     """
     if Path(source).suffix == ".h5":
         with h5py.File(source, "r") as handle:
-            rows = _whole_rows(max_tokens, handle[split].shape[1], source)
-            return torch.from_numpy(handle[split][:rows].astype(np.int64))
+            available = handle[split].shape[0]
+            rows = min(_whole_rows(max_tokens, handle[split].shape[1], source), available)
+            index = np.unique(np.linspace(0, available - 1, rows).round().astype(int)) if spread else slice(0, rows)
+            return torch.from_numpy(handle[split][index].astype(np.int64))
     rows = _whole_rows(max_tokens, seq_len, source)
     flat = load_tokenizer(checkpoint)(Path(source).read_text())["input_ids"]
     if len(flat) < seq_len:

@@ -62,7 +62,7 @@ def cmd_check_text(args: argparse.Namespace) -> None:
     from .models import load_tokenizer
     from .text import check_text
 
-    checked = check_text(args.split, load_tokenizer(args.tokenizer), args.settings, args.model, args.out)
+    checked = check_text(args.split, args.eval, load_tokenizer(args.tokenizer), args.settings, args.model, args.out)
     log.info("%s: lexicon and budget checked against the text: %s", args.model, checked)
 
 
@@ -240,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_argument(p, "text_check_settings")
     p.add_argument("--model", required=True)
     p.add_argument("--split", type=Path, required=True, help="the packed SAE-training part")
+    p.add_argument("--eval", type=Path, required=True, help="the packed evaluation part")
     p.add_argument("--tokenizer", type=Path, required=True, help="the model's checkpoint folder or hub pointer")
     p.add_argument("--out", type=Path, required=True, help="the record of the check")
 

@@ -99,6 +99,7 @@ def validate_config(raw: dict) -> dict:
         error = errors[0]
         raise ConfigError(_key(error.absolute_path), error.message)
     _check_steps(config["steps"], "steps")
+    _check_positions(config)
     _check_corpus(config["corpus"])
     _check_sae(config["sae"], "sae", d_model=None)
     if is_generated(config):
@@ -165,6 +166,13 @@ def _check_generated_budget(config: dict, recipe: dict, key: str) -> None:
             f"{recipe['tokens']} is more than {key}.max_epochs = {recipe['max_epochs']} pass(es) over the {distinct} "
             "training tokens of the SAE split (corpus.n_sae_sequences x (corpus.seq_len - activations.exclude_first))",
         )
+
+
+def _check_positions(config: dict) -> None:
+    """At least one position of every context is kept and predicts a next token."""
+    exclude, seq_len = config["activations"]["exclude_first"], config["corpus"]["seq_len"]
+    if exclude >= seq_len - 1:
+        raise ConfigError("activations.exclude_first", f"{exclude} leaves no counted position in contexts of {seq_len}")
 
 
 def _check_analysis(config: dict) -> None:
@@ -400,6 +408,7 @@ def text_check_settings(config: dict, model: str) -> dict:
         "categories": categories,
         "filler_words": corpus["filler_words"],
         "budget": text_budgets(config)[model],
+        "evaluation_tokens": config["evaluation"]["tokens"],
         **token_settings(config),
     }
 

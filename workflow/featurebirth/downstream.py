@@ -101,9 +101,12 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 
 def _log_probs(model: torch.nn.Module, ids: torch.Tensor, positions: slice) -> torch.Tensor:
-    """log-softmax (float32) of the logits of the counted predictions of `ids` [rows, counted, vocab]."""
+    """log-softmax of the logits of the counted predictions of `ids` [rows, counted, vocab], the unembedding done in
+    float32 whatever the model's dtype: bfloat16 logits near 30 step by 0.125, as large as the effects measured."""
     final = model.gpt_neox(input_ids=ids, use_cache=False).last_hidden_state[:, positions]
-    return F.log_softmax(model.get_output_embeddings()(final).float(), dim=-1)
+    head = model.get_output_embeddings()
+    bias = None if head.bias is None else head.bias.float()
+    return F.log_softmax(F.linear(final.float(), head.weight.float(), bias), dim=-1)
 
 
 def _targets(ids: torch.Tensor, positions: slice) -> torch.Tensor:

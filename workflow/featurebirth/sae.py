@@ -201,7 +201,9 @@ def train_layer_group(
     device = resolve_device(settings["device"])
     network = load_model(checkpoint, device, forward_dtype(device, settings["gpu_dtype"]))
     recipe, context = settings["sae"], settings["tokens"]
-    ids = token_rows(tokens, checkpoint, SAE_SPLIT, recipe["tokens"], context["seq_len"])
+    kept = context["seq_len"] - context["exclude_first"]
+    rows = -(-recipe["tokens"] // kept)  # enough rows for the budget in kept positions, if the split holds them
+    ids = token_rows(tokens, checkpoint, SAE_SPLIT, rows * context["seq_len"], context["seq_len"])
     check_budget(recipe, ids.shape[0] * (ids.shape[1] - context["exclude_first"]), tokens)  # fails before the forward
     activations = layer_activations(network, ids, layers, settings["forward_batch_size"], context["exclude_first"])
     del network

@@ -182,7 +182,7 @@ def score_step(
         raise ValueError(f"probe file {probes} holds categories {unknown} that the config does not list")
     probe_acts = probe_activations(network, load_tokenizer(checkpoint), items, settings["forward_batch_size"])
     evaluation = settings["evaluation"]
-    ids = token_rows(eval_tokens, checkpoint, EVAL_SPLIT, evaluation["tokens"], evaluation["seq_len"])
+    ids = token_rows(eval_tokens, checkpoint, EVAL_SPLIT, evaluation["tokens"], evaluation["seq_len"], spread=True)
     batch_size, exclude_first = settings["forward_batch_size"], evaluation["exclude_first"]
     held_out = layer_activations(network, ids, layers, batch_size, exclude_first)
     reference = clean_reference(network, ids, exclude_first, batch_size)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -79,7 +80,7 @@ def local_files(patterns: list[str]) -> list[Path]:
         if not matched:
             raise TextSourceError(f"corpus.text.files: '{pattern}' names no file")
         files += matched
-    return files
+    return list(dict.fromkeys(path.resolve() for path in files))  # a file named twice is read once
 
 
 def dataset_shards(dataset: dict, cache_dir: str | Path, offline: bool) -> tuple[list[str], object]:
@@ -118,6 +119,12 @@ def fetch_text(settings: dict, cache_dir: str | Path, offline: bool, pointer: Pa
             break
     if characters == 0:
         raise TextSourceError(f"corpus.text: {files[:3]}... hold no text")
+    if characters / text["chars_per_token"] < settings["needed_tokens"]:
+        raise TextSourceError(
+            f"corpus.text: all {len(files)} file(s) hold about {int(characters / text['chars_per_token'])} tokens, "
+            f"fewer than the {settings['needed_tokens']} the budgets need (with offline_prefetch, only cached shards "
+            "count): add text or lower sae.tokens"
+        )
     data = {"files": chosen, "characters": characters, "estimated_tokens": int(characters / text["chars_per_token"])}
     write_json(data, pointer)
     return data
@@ -165,9 +172,22 @@ def tokenize_text(pointer: Path, tokenizer, settings: dict, outputs: dict[str, P
             raise TextSourceError(f"the {part} documents hold fewer tokens than one context of {settings['seq_len']}")
         with atomic_path(outputs[part]) as tmp, h5py.File(tmp, "w") as handle:
             handle.create_dataset(part, data=packed, track_times=False)
-            handle.attrs.update({"documents": len(chosen), "tokens": packed.size, "eos": tokenizer.eos_token_id})
+            handle.attrs.update(
+                {
+                    "documents": len(chosen),
+                    "tokens": packed.size,
+                    "eos": tokenizer.eos_token_id,
+                    "tokenizer": tokenizer_fingerprint(tokenizer),
+                }
+            )
         sizes[part] = int(packed.size)
     return sizes
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """SHA-256 (16 hex digits) of a tokenizer's vocabulary and EOS: equal fingerprints, equal token ids."""
+    vocabulary = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    return hashlib.sha256(f"{vocabulary}|{tokenizer.eos_token_id}".encode()).hexdigest()[:16]
 
 
 class BudgetError(ValueError):
@@ -183,18 +203,31 @@ def check_budget(budget: dict, distinct: int, source: str | Path, key: str = "sa
         )
 
 
-def check_text(split: Path, tokenizer, settings: dict, model: str, record: Path) -> dict:
+def check_text(split: Path, evaluation: Path, tokenizer, settings: dict, model: str, record: Path) -> dict:
     """One model against the text, before any SAE job of it: every lexicon word (and control word) one token of
-    the model's tokenizer, and the SAE budget within max_epochs passes over the SAE part. The record marks it passed
+    the model's tokenizer, the SAE budget within max_epochs passes over the SAE part, the evaluation tokens within the
+    evaluation part. The record marks it passed
     and gives each category's measured frequency in the SAE part (per million tokens)."""
     from .lexicon import category_frequencies, check_lexicon
 
-    word_ids = check_lexicon(tokenizer, settings["categories"], model)
-    check_lexicon(tokenizer, {"filler_words": settings["filler_words"]}, model)
     with h5py.File(split, "r") as handle:
-        ids = next(iter(handle.values()))[:]
+        ids, text_tokenizer = next(iter(handle.values()))[:], handle.attrs["tokenizer"]
+    if tokenizer_fingerprint(tokenizer) != text_tokenizer:
+        raise TextSourceError(
+            f"model '{model}': its tokenizer differs from the one that tokenized the text (corpus.text.tokenizer): "
+            "the text is tokenized once, for models that share one tokenizer"
+        )
+    word_ids = check_lexicon(tokenizer, {**settings["categories"], "filler_words": settings["filler_words"]}, model)
+    word_ids = {word: word_ids[word] for words in settings["categories"].values() for word in words}
     distinct = ids.shape[0] * (ids.shape[1] - settings["exclude_first"])
     check_budget(settings["budget"], distinct, split, key=f"models.{model}.sae")
+    with h5py.File(evaluation, "r") as handle:
+        held_out = next(iter(handle.values())).size
+    if settings["evaluation_tokens"] > held_out:
+        raise TextSourceError(
+            f"evaluation.tokens = {settings['evaluation_tokens']} is more than the {held_out} tokens of the evaluation "
+            "documents (corpus.text.eval_documents)"
+        )
     frequencies = category_frequencies(ids[:, settings["exclude_first"] :], word_ids, settings["categories"])
     checked = {"model": model, **settings["budget"], "distinct_tokens": distinct, "text_frequency": frequencies}
     write_json(checked, record)

@@ -111,9 +111,10 @@ def first_checkpoint(wildcards) -> str:
     return layout.hub_pointer(RESULTS, wildcards.model, config["steps"][0])
 
 
-def text_checked(wildcards) -> list[str]:
-    """With real text, an SAE job waits for its model's check against the text (lexicon, budget)."""
-    return [] if is_generated(config) else [layout.text_check(RESULTS, wildcards.model)]
+def text_checked(wildcards) -> list:
+    """With real text, an SAE job waits for its model's check against the text (lexicon, budget). The check only
+    gates: ancient, so that a rerun of it (a lexicon word added) retrains nothing."""
+    return [] if is_generated(config) else [ancient(layout.text_check(RESULTS, wildcards.model))]
 
 
 def sae_groups(model: str, step: int) -> tuple[str, ...]:

@@ -47,6 +47,7 @@ rule tokenize_text:
 rule check_text:
     input:
         split=rules.tokenize_text.output.sae,
+        evaluation=rules.tokenize_text.output.eval,
         tokenizer=first_checkpoint,
     output:
         layout.text_check(RESULTS, "{model}"),
@@ -61,4 +62,4 @@ rule check_text:
         settings=lambda wildcards: as_arg(text_check_settings(config, wildcards.model)),
     shell:
         "python -m featurebirth check-text --model {wildcards.model} --settings {params.settings}"
-        " --split {input.split} --tokenizer {input.tokenizer} --out {output} > {log} 2>&1"
+        " --split {input.split} --eval {input.evaluation} --tokenizer {input.tokenizer} --out {output} > {log} 2>&1"
