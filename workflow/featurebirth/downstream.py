@@ -91,6 +91,7 @@ class Reference:
 
     batches: list[torch.Tensor]
     clean_log_probs: list[torch.Tensor]
+    head: tuple[torch.Tensor, torch.Tensor | None]  # the unembedding in float32 (weight, bias), made once
     exclude_first: int
     ce_loss_clean: float
     n_predictions: int
@@ -100,13 +101,25 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _log_probs(model: torch.nn.Module, ids: torch.Tensor, positions: slice) -> torch.Tensor:
-    """log-softmax of the logits of the counted predictions of `ids` [rows, counted, vocab], the unembedding done in
-    float32 whatever the model's dtype: bfloat16 logits near 30 step by 0.125, as large as the effects measured."""
-    final = model.gpt_neox(input_ids=ids, use_cache=False).last_hidden_state[:, positions]
+def float_head(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The unembedding's weight and bias in float32 (the same tensors when the model already is): logits are
+    computed in float32 whatever the model's dtype, since bfloat16 logits near 30 step by 0.125, as large as the
+    effects measured. Made once per (model, step), not per batch."""
     head = model.get_output_embeddings()
-    bias = None if head.bias is None else head.bias.float()
-    return F.log_softmax(F.linear(final.float(), head.weight.float(), bias), dim=-1)
+    return head.weight.float(), None if head.bias is None else head.bias.float()
+
+
+def _log_probs(
+    model: torch.nn.Module, head: tuple[torch.Tensor, torch.Tensor | None], ids: torch.Tensor, positions: slice
+) -> torch.Tensor:
+    """log-softmax of the float32 logits of the counted predictions of `ids` [rows, counted, vocab]."""
+    final = model.gpt_neox(input_ids=ids, use_cache=False).last_hidden_state[:, positions]
+    return F.log_softmax(F.linear(final.float(), *head), dim=-1)
+
+
+def _nll(log_probs: torch.Tensor, ids: torch.Tensor, positions: slice) -> float:
+    """Summed next-token loss of the counted predictions."""
+    return -log_probs.gather(-1, _targets(ids, positions)[..., None]).sum().item()
 
 
 def _targets(ids: torch.Tensor, positions: slice) -> torch.Tensor:
@@ -123,14 +136,15 @@ def clean_reference(model: torch.nn.Module, ids: torch.Tensor, exclude_first: in
     rows = max(1, min(batch_size, LOGIT_TOKENS // per_row))
     device = _device(model)
     batches = [ids[start : start + rows] for start in range(0, len(ids), rows)]
+    head = float_head(model)
     clean, nll = [], 0.0
     for batch in batches:
         batch = batch.to(device)
-        log_probs = _log_probs(model, batch, positions)
-        nll += -log_probs.gather(-1, _targets(batch, positions)[..., None]).sum().item()
+        log_probs = _log_probs(model, head, batch, positions)
+        nll += _nll(log_probs, batch, positions)
         clean.append(log_probs.cpu())
     n_predictions = len(ids) * per_row
-    return Reference(batches, clean, exclude_first, nll / n_predictions, n_predictions)
+    return Reference(batches, clean, head, exclude_first, nll / n_predictions, n_predictions)
 
 
 @torch.inference_mode()
@@ -145,8 +159,8 @@ def patched_losses(
     with spliced(model, layer, reconstruct, reference.exclude_first):
         for batch, clean in zip(reference.batches, reference.clean_log_probs):
             batch = batch.to(device)
-            log_probs = _log_probs(model, batch, positions)
-            nll += -log_probs.gather(-1, _targets(batch, positions)[..., None]).sum().item()
+            log_probs = _log_probs(model, reference.head, batch, positions)
+            nll += _nll(log_probs, batch, positions)
             kl += F.kl_div(log_probs, clean.to(device), reduction="sum", log_target=True).item()
     return nll / reference.n_predictions, kl / reference.n_predictions
 
