@@ -12,7 +12,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from featurebirth.config import validate_config
-from featurebirth.lexicon import LexiconError, category_frequencies, check_lexicon, mine_contexts, word_token_ids
+from featurebirth.lexicon import LexiconError, category_frequencies, check_lexicon, word_token_ids
 
 REAL_LEXICON = REPO / "config" / "lexicon_real.yaml"
 COMMON = ["the dog and the cat", "the red horse", "the green dog", "the cat and the red horse"]
@@ -81,34 +81,6 @@ def test_frequencies_per_million_by_hand():
     assert absent == {"animals": 0.0}  # a token id beyond the text's largest id counts zero
     with pytest.raises(LexiconError, match="'cow' \\(animals\\)"):
         category_frequencies(ids, word_ids, {"animals": ["dog", "cow"]})
-
-
-def test_mined_contexts_are_seeded_in_bounds_and_end_on_the_word():
-    rng = np.random.default_rng(3)
-    ids = rng.integers(10, 40, size=(6, 50))
-    ids[:, [2, 11, 20, 33, 47]] = 5  # "dog" 30 times, once in each row too near its start
-    ids[1, 30] = 7  # "cat" once
-    word_ids = {"dog": 5, "cat": 7, "zebra": 8}
-    mined = mine_contexts(ids, word_ids, per_word=10, width=4, seed=1)
-    dogs = [m for m in mined if m.word == "dog"]
-    assert len(dogs) == 10 and [m.word for m in mined] == ["dog"] * 10 + ["cat"]
-    for m in mined:
-        assert len(m.tokens) == 5 and m.tokens[-1] == word_ids[m.word] == m.token_id
-        assert 4 <= m.position < ids.shape[1]
-        assert m.tokens == tuple(ids[m.row, m.position - 4 : m.position + 1])
-    assert all(m.position != 2 for m in dogs)  # too close to the row's start for a width-4 context
-    assert [(m.row, m.position) for m in dogs] == sorted((m.row, m.position) for m in dogs)  # text order
-    assert mine_contexts(ids, word_ids, per_word=10, width=4, seed=1) == mined
-    assert mine_contexts(ids, word_ids, per_word=10, width=4, seed=2) != mined
-    # a word's draw does not depend on the other words of the lexicon
-    assert mine_contexts(ids, {"dog": 5}, per_word=10, width=4, seed=1) == dogs
-    # fewer occurrences than per_word: all of them
-    assert len(mine_contexts(ids, {"dog": 5}, per_word=100, width=4, seed=1)) == 24
-    # a 1-D stream, and contexts holding a document boundary skipped
-    stream = np.array([1, 2, 5, 0, 5, 4, 5, 6, 5])
-    assert [m.position for m in mine_contexts(stream, {"dog": 5}, per_word=9, width=2, seed=0)] == [2, 4, 6, 8]
-    assert [m.position for m in mine_contexts(stream, {"dog": 5}, per_word=9, width=2, seed=0, eos=0)] == [2, 6, 8]
-    assert [m.tokens for m in mine_contexts(stream, {"dog": 5}, per_word=9, width=0, seed=0, eos=0)] == [(5,)] * 4
 
 
 @pytest.fixture

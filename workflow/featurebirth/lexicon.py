@@ -1,5 +1,4 @@
-"""The lexicon against a real tokenizer: every word one token, each category's frequency in the text, and
-contexts mined from the text around the words.
+"""The lexicon against a real tokenizer: every word one token, and each category's frequency in the text.
 
 A word is looked at as it stands in running text, after a space (" dog"): that is how the probe templates and
 the text present it to a byte-level BPE tokenizer such as GPT-NeoX's. The tokenizer is passed in (anything
@@ -9,7 +8,6 @@ callable like a Hugging Face tokenizer, with `decode`), so this module imports n
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -92,64 +90,3 @@ def category_frequencies(ids: np.ndarray, word_ids: Mapping[str, int], categorie
             total += int(counts[token]) if token < counts.size else 0
         frequencies[category] = total * PER_MILLION / flat.size
     return frequencies
-
-
-@dataclass(frozen=True)
-class MinedContext:
-    """One occurrence of a lexicon word in the text: `tokens` are the `width` token ids before it, then the
-    word's own token (so tokens[-1] == token_id); the word stands at ids[row, position]."""
-
-    word: str
-    token_id: int
-    row: int
-    position: int
-    tokens: tuple[int, ...]
-
-
-def mine_contexts(
-    ids: np.ndarray,
-    word_ids: Mapping[str, int],
-    per_word: int,
-    width: int,
-    seed: int,
-    eos: int | None = None,
-) -> list[MinedContext]:
-    """Up to `per_word` occurrences of each word in `ids` with their `width` tokens of left context: a building
-    block for probes drawn from natural text (e.g. from the probe-mining part).
-
-    `ids` is 1-D (one stream) or 2-D (packed rows, [n_rows, seq_len]); a context never crosses a row, so only
-    occurrences at least `width` tokens into their row qualify. With `eos` given, a context holding that token
-    (a document boundary) is skipped too. Among the qualifying occurrences of a word, `per_word` are drawn
-    without replacement by a generator seeded with (seed, the word's token id), so a word's contexts do not
-    change when other words are added to or removed from the lexicon; a word with fewer occurrences gives all
-    of them. Words come in `word_ids` order, each word's contexts in text order.
-    """
-    if per_word < 0 or width < 0:
-        raise ValueError(f"per_word and width must be non-negative, got {per_word} and {width}")
-    rows = np.asarray(ids)
-    if rows.ndim == 1:
-        rows = rows[None, :]
-    if rows.ndim != 2:
-        raise ValueError(f"token ids must be 1-D or 2-D, got shape {rows.shape}")
-    wanted = np.fromiter(word_ids.values(), dtype=np.int64, count=len(word_ids))
-    row_of, position_of = np.nonzero(np.isin(rows, wanted))
-    keep = position_of >= width
-    row_of, position_of = row_of[keep], position_of[keep]
-    if eos is not None and width > 0 and row_of.size:
-        # Prefix sums of EOS per row: a context [position - width, position) holds one if the sums differ.
-        is_eos = np.zeros((rows.shape[0], rows.shape[1] + 1), dtype=np.int64)
-        np.cumsum(rows == eos, axis=1, out=is_eos[:, 1:])
-        clean = is_eos[row_of, position_of] == is_eos[row_of, position_of - width]
-        row_of, position_of = row_of[clean], position_of[clean]
-    tokens_at = rows[row_of, position_of]
-    mined: list[MinedContext] = []
-    for word, token in word_ids.items():
-        hits = np.flatnonzero(tokens_at == token)  # in text order (np.nonzero is row-major)
-        if hits.size > per_word:
-            rng = np.random.default_rng([seed, int(token)])
-            hits = np.sort(rng.choice(hits, size=per_word, replace=False))
-        for hit in hits:
-            row, position = int(row_of[hit]), int(position_of[hit])
-            context = tuple(int(t) for t in rows[row, position - width : position + 1])
-            mined.append(MinedContext(word, int(token), row, position, context))
-    return mined

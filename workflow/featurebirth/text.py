@@ -105,9 +105,9 @@ def fetch_text(settings: dict, cache_dir: str | Path, offline: bool, pointer: Pa
 
     Writes a pointer listing the files; the estimate is characters / corpus.text.chars_per_token.
     """
-    text = settings["text"]
+    text, needed = settings["text"], settings["needed_tokens"]
     if "files" in text:
-        files, fetch = [str(path.resolve()) for path in local_files(text["files"])], None
+        files, fetch = [str(path) for path in local_files(text["files"])], None
     else:
         files, fetch = dataset_shards(text["dataset"], cache_dir, offline)
     chosen, characters = [], 0
@@ -115,17 +115,17 @@ def fetch_text(settings: dict, cache_dir: str | Path, offline: bool, pointer: Pa
         path = fetch(name) if fetch else name
         chosen.append(str(path))
         characters += sum(len(document) for document in documents(Path(path), text["field"]))
-        if characters / text["chars_per_token"] >= settings["needed_tokens"]:
+        if characters / text["chars_per_token"] >= needed:
             break
+    estimated = int(characters / text["chars_per_token"])
     if characters == 0:
         raise TextSourceError(f"corpus.text: {files[:3]}... hold no text")
-    if characters / text["chars_per_token"] < settings["needed_tokens"]:
+    if estimated < needed:
         raise TextSourceError(
-            f"corpus.text: all {len(files)} file(s) hold about {int(characters / text['chars_per_token'])} tokens, "
-            f"fewer than the {settings['needed_tokens']} the budgets need (with offline_prefetch, only cached shards "
-            "count): add text or lower sae.tokens"
+            f"corpus.text: all {len(files)} file(s) hold about {estimated} tokens, fewer than the {needed} the budgets "
+            "need (with offline_prefetch, only cached shards count): add text or lower sae.tokens"
         )
-    data = {"files": chosen, "characters": characters, "estimated_tokens": int(characters / text["chars_per_token"])}
+    data = {"files": chosen, "characters": characters, "estimated_tokens": estimated}
     write_json(data, pointer)
     return data
 
