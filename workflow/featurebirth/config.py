@@ -7,6 +7,7 @@ any job starts and tells the user exactly what to fix.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import re
 from collections.abc import Iterator
@@ -29,8 +30,10 @@ class ConfigError(ValueError):
         super().__init__(f"config key '{key}': {problem}")
 
 
+@functools.cache
 def load_schema() -> dict:
-    """The JSON schema (YAML) that defines every config key and its default."""
+    """The JSON schema (YAML) that defines every config key and its default; read once per process (validation
+    reads it for the config and again for each model's SAE overrides). Shared: callers do not modify it."""
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
