@@ -21,6 +21,7 @@ from featurebirth.summary import print_summary
 from featurebirth.tables import (
     EMERGENCE_LAYER_COLUMNS,
     EMERGENCE_STEP_COLUMNS,
+    PROBE_COLUMNS,
     SCALE_COLUMNS,
     SUMMARY_COLUMNS,
     summary_frame,
@@ -33,6 +34,7 @@ TABLES = {
     "scale_thresholds": SCALE_COLUMNS,
     "reactivation": em.REACTIVATION_COLUMNS,
     "summary_table": SUMMARY_COLUMNS,
+    "probe_baseline": PROBE_COLUMNS,
 }
 
 
@@ -123,8 +125,13 @@ def test_analysis_arrays_have_the_documented_dimensions():
         "earliest_layer": ("model", "category"),
         "scale_threshold": ("step", "category", "depth_bin"),
         "scale_model": ("step", "category", "depth_bin"),
+        "control_represented": ("readout", "model", "step", "layer", "category"),
+        "control_emergence_step": ("readout", "model", "layer", "category"),
+        "control_earliest_step": ("readout", "model", "category"),
+        "control_earliest_layer": ("readout", "model", "category"),
     }
-    assert analysis.represented.dtype == bool
+    assert analysis.represented.dtype == analysis.control_represented.dtype == bool
+    assert analysis.control_represented["readout"].values.tolist() == ["heldout", "probe"]
     assert analysis.scale_threshold["depth_bin"].values.tolist() == ["all", "0-33%", "33-67%", "67-100%"]
 
 
@@ -238,6 +245,26 @@ def test_tables_are_cut_from_the_analysis(tmp_path):
     ]
 
 
+def test_probe_table_gives_the_lag_of_the_held_out_sae_behind_the_probe(tmp_path):
+    cube = planted_order_cube()  # the SAE: c0 emerges at step 1, c1 at 2, c2 at 4, c3 never
+    probe = np.full((5, 1, 4), LOW)
+    for category, first in {0: 0, 1: 1, 2: 2, 3: 4}.items():  # one configured step earlier; c3 at the last step
+        probe[first:, 0, category] = HIGH
+    cube["probe_score"][0] = probe
+    cube["heldout_score"][0, :, 0, 2] = LOW  # on held-out words the SAE never finds c2
+    write_tables(cube, analyse(cube, SETTINGS), layout.tables_dir(tmp_path))
+    table = pd.read_csv(layout.table_path(tmp_path, "probe_baseline"), sep="\t", comment="#")
+    assert table["category"].tolist() == ["c0", "c1", "c2", "c3"]
+    columns = ["sae_emergence_step", "heldout_emergence_step", "probe_emergence_step", "lag", "lag_in_sample"]
+    assert table[columns].fillna(-1).astype(int).values.tolist() == [
+        [1, 1, 0, 1, 1],
+        [2, 2, 1, 1, 1],
+        [4, -1, 2, -1, 2],
+        [-1, -1, 8, -1, -1],
+    ]
+    assert table["probe_emergence_layer"].tolist() == [0, 0, 0, 0]
+
+
 def test_scale_table_has_one_row_per_depth_bin_step_and_category(tmp_path):
     small, large = np.array([[[LOW], [HIGH]]]), np.array([[[HIGH], [LOW], [LOW], [LOW]]])
     cube = cube_of({"small": small, "large": large}, {"small": 100, "large": 1000}, [7])
@@ -318,10 +345,10 @@ def test_print_summary_shows_the_analysis(tmp_path):
     assert "m  (Spearman planted frequency vs emergence step: -1)" in text
     rows = [line.split("│")[1:-1] for line in text.splitlines() if line.startswith("│")]
     assert [[cell.strip() for cell in row] for row in rows] == [
-        ["c0", "1", "1 (layer 0)", "0", "m", "-"],
-        ["c1", "0.5", "2 (layer 0)", "0", "m", "-"],
-        ["c2", "0.25", "4 (layer 0)", "0", "m", "-"],
-        ["c3", "0.125", "-", "-", "-", "-"],
+        ["c0", "1", "1 (layer 0)", "0", "m", "-", "1 / 1"],
+        ["c1", "0.5", "2 (layer 0)", "0", "m", "-", "2 / 2"],
+        ["c2", "0.25", "4 (layer 0)", "0", "m", "-", "4 / 4"],
+        ["c3", "0.125", "-", "-", "-", "-", "- / -"],
     ]
 
 
@@ -360,6 +387,18 @@ def test_figures_take_tau_and_events_from_the_analysis(tmp_path, forbid_recomput
     assert "2 in all" in reactivation._suptitle.get_text()
     dips = [c.get_offsets().tolist() for ax in reactivation.axes for c in ax.collections if c.get_label() == "dip"]
     assert dips == [[[1, LOW]], [[1, LOW]]]
+
+
+def test_emergence_figure_has_a_row_per_readout(tmp_path, captured):
+    cube = planted_order_cube()
+    cube["heldout_score"] = cube["heldout_score"].where(cube["heldout_score"].isnull(), 0.6)
+    cube["probe_score"] = cube["probe_score"].where(cube["probe_score"].isnull(), 0.4)
+    figures.emergence_curves(cube, analyse(cube, SETTINGS), tmp_path / "emergence.png", 50)
+    (fig,) = captured
+    assert [ax.get_title() for ax in fig.axes] == [f"{title}\nm" for _, title in figures.READOUTS.values()]
+    curves = [[list(line.get_ydata()) for line in ax.get_lines() if line.get_marker() == "o"] for ax in fig.axes]
+    assert curves[0][0] == [LOW, HIGH, HIGH, HIGH, HIGH]  # c0, the SAE (all words)
+    assert curves[1] == [[0.6] * 5] * 4 and curves[2] == [[0.4] * 5] * 4
 
 
 def test_heatmap_boundary_is_the_analysis_emergence_step(tmp_path, captured):

@@ -9,6 +9,7 @@ import yaml
 from featurebirth import sae
 from featurebirth.config import (
     SAE_ARCHITECTURES,
+    SAE_JOB_SHAPE,
     ConfigError,
     categories,
     cube_settings,
@@ -124,6 +125,8 @@ BAD_CONFIGS = {
     "dip threshold not below tau": (lambda c: c.update(analysis={"tau": 0.7, "tau_low": 0.7}), "analysis.tau_low", "must be below analysis.tau"),
     "figure step not configured": (lambda c: c.update(figures={"steps": [3]}), "figures.steps", "[3] are not among"),
     "null quantile above one": (lambda c: c.update(scoring={"null_quantile": 1.5}), "scoring.null_quantile", "maximum"),
+    "one held-out fold": (lambda c: c.update(scoring={"folds": 1}), "scoring.folds", "minimum"),
+    "probe without penalty": (lambda c: c.update(scoring={"probe_l2": 0}), "scoring.probe_l2", "less than or equal to"),
 }
 # fmt: on
 
@@ -212,7 +215,7 @@ def test_sae_settings_resolve_the_budget_per_model(micro_raw):
     # tiny-b: its own budget scales what is null (100 // 8 = 12, 25,600 // 5 = 5120); given values are kept
     assert (b["updates"], b["warmup_steps"], b["sparsity_warmup_steps"], b["dead_feature_tokens"]) == (100, 3, 12, 5120)
     assert b["threshold_start_step"] == 50
-    assert sae_training_settings(config, "tiny-b")["sae"] == {k: v for k, v in b.items() if k != "layers_per_job"}
+    assert sae_training_settings(config, "tiny-b")["sae"] == {k: v for k, v in b.items() if k not in SAE_JOB_SHAPE}
     assert config["sae"]["warmup_steps"] is None  # the validated config keeps the null; the recipe fills it
 
 
@@ -247,10 +250,11 @@ def _presentation(c):
 
 def test_sae_training_settings_hold_training_only(micro, micro_raw):
     settings = sae_training_settings(micro, "tiny-a")
-    assert sorted(settings) == ["device", "forward_batch_size", "gpu_dtype", "sae", "tokens"]
+    assert sorted(settings) == ["buffer", "device", "forward_batch_size", "gpu_dtype", "sae", "tokens"]
     assert settings["sae"] == {
-        key: value for key, value in sae_settings(micro, "tiny-a").items() if key != "layers_per_job"
+        key: value for key, value in sae_settings(micro, "tiny-a").items() if key not in SAE_JOB_SHAPE
     }
+    assert settings["buffer"] == {"mode": "stream", "buffer_tokens": 262144}
     # micro: 7680 tokens in batches of 64 = 120 updates; warm-ups 120 // 8, threshold 120 // 4, dead window 7680 // 5
     assert {key: settings["sae"][key] for key in ("tokens", "max_epochs", "batch_size", "updates")} == {
         "tokens": 7680,
@@ -279,7 +283,14 @@ def test_scoring_settings(micro):
     # the evaluation section (micro: 256 tokens) with how contexts are cut and which positions count
     assert settings["evaluation"] == {**micro["evaluation"], "seq_len": 32, "exclude_first": 1}
     assert settings["evaluation"]["tokens"] == 256
-    assert settings["scoring"] == {"n_permutations": 50, "null_quantile": 0.95, "seed": 0}
+    assert settings["scoring"] == {
+        "n_permutations": 50,
+        "null_quantile": 0.95,
+        "seed": 0,
+        "folds": 4,
+        "heldout_permutations": 10,
+        "probe_l2": 0.1,
+    }
     assert settings["categories"] == ["animals", "colours", "numbers"]
     assert (settings["device"], settings["gpu_dtype"], settings["forward_batch_size"]) == ("auto", "float16", 16)
     assert "sae" not in settings
@@ -295,8 +306,9 @@ def test_cube_settings_leave_out_presentation(micro, micro_raw):
     provenance = settings["provenance"]
     assert provenance["corpus"] == {key: value for key, value in micro["corpus"].items() if key != "lexicon"}
     assert provenance["sae"]["tiny-a"] == {
-        k: v for k, v in sae_settings(micro, "tiny-a").items() if k != "layers_per_job"
+        k: v for k, v in sae_settings(micro, "tiny-a").items() if k not in SAE_JOB_SHAPE
     }
+    assert provenance["buffer"] == {"mode": "stream", "buffer_tokens": 262144}
     assert provenance["sae"]["tiny-a"]["updates"] == 120 and provenance["sae"]["tiny-a"]["warmup_steps"] == 15
     assert provenance["tokens"] == {"seq_len": 32, "exclude_first": 1}
     assert provenance["evaluation"] == {**micro["evaluation"], "seq_len": 32, "exclude_first": 1}
@@ -306,6 +318,7 @@ def test_cube_settings_leave_out_presentation(micro, micro_raw):
 
     def reshape_jobs(c):
         c["sae"]["layers_per_job"] = 1
+        c["sae"]["save_every_minutes"] = 1
         c["device"] = "cpu"
         c["models"]["tiny-a"]["resources"] = {"mem_mb": 9000}
         c["activations"]["batch_size"] = 3

@@ -5,7 +5,7 @@ import pytest
 import xarray as xr
 
 from featurebirth import emergence as em
-from featurebirth.cube import DESCRIPTIONS, QUALITY_VARIABLES, build_cube, open_cube, write_cube
+from featurebirth.cube import CELL_VARIABLES, DESCRIPTIONS, QUALITY_VARIABLES, build_cube, open_cube, write_cube
 
 SETTINGS = {
     "tau": 0.8,
@@ -23,7 +23,8 @@ HIGH, LOW, MID = 0.95, 0.3, 0.7
 
 
 def cube_of(scores: dict[str, np.ndarray], n_params: dict[str, int], steps: list[int], null: float = 0.5) -> xr.Dataset:
-    """A cube from per-model score arrays [step, layer, category]; layers beyond a model's depth are NaN."""
+    """A cube from per-model score arrays [step, layer, category]; layers beyond a model's depth are NaN; the held-out
+    controls score as the SAE does."""
     models = list(scores)
     n_layers = {m: scores[m].shape[1] for m in models}
     depth = max(n_layers.values())
@@ -37,6 +38,8 @@ def cube_of(scores: dict[str, np.ndarray], n_params: dict[str, int], steps: list
         {
             "score": (dims, padded),
             "null": (dims, np.where(np.isnan(padded), np.nan, null)),
+            **{f"{readout}_score": (dims, padded.copy()) for readout in em.CONTROLS},
+            **{f"{readout}_null": (dims, np.where(np.isnan(padded), np.nan, null)) for readout in em.CONTROLS},
             "variance_explained": (dims[:3], quality),
             "direction_cosine": (
                 ("model", "step", "category", "layer", "other_layer"),
@@ -90,6 +93,20 @@ def test_emergence_step(pattern, persistence, expected):
 def test_score_above_tau_but_not_above_null_is_not_represented():
     cube = cube_of({"m": over_steps([0.85] * 5)}, {"m": 10}, STEPS5, null=0.7)
     assert not em.represented(cube, SETTINGS).any()
+
+
+def test_controls_take_the_same_rule_and_only_the_sae_needs_a_healthy_sae():
+    cube = cube_of({"m": over_steps([HIGH] * 5)}, {"m": 10}, STEPS5)
+    cube["probe_null"][:, 0] = 0.9  # step 0: the probe does not beat its null by the margin
+    cube["heldout_score"][:, 1] = 0.75  # step 1: the held-out SAE is below tau
+    flags = em.control_represented(cube, SETTINGS).sel(model="m", layer=0, category="c0")
+    assert flags.sel(readout="heldout").values.tolist() == [True, False, True, True, True]
+    assert flags.sel(readout="probe").values.tolist() == [False, True, True, True, True]
+    cube["variance_explained"][:] = 0.2
+    flags = em.control_represented(cube, SETTINGS).sel(model="m", layer=0, category="c0")
+    assert not flags.sel(readout="heldout").any() and flags.sel(readout="probe").values.tolist()[1:] == [True] * 4
+    with pytest.raises(ValueError, match=r"no \['probe_score', 'probe_null'\].*rerun the score jobs"):
+        em.control_represented(cube.drop_vars(["probe_score", "probe_null"]), SETTINGS)
 
 
 def test_unhealthy_sae_is_not_represented():
@@ -275,10 +292,7 @@ def step_scores(model: str, step: int, layers: list[int], n_layers: int) -> xr.D
     per_layer = []
     for layer in layers:
         scores = xr.Dataset(
-            {
-                name: ("category", np.array([0.9, 0.1]) + layer / 100)
-                for name in ("score", "null", "auroc", "precision", "recall")
-            },
+            {name: ("category", np.array([0.9, 0.1]) + layer / 100) for name in CELL_VARIABLES},
             coords={"category": ["a", "b"]},
         )
         scores["best_feature"] = ("category", np.array([layer, layer + 1], dtype=np.int32))

@@ -4,7 +4,8 @@ import pytest
 import yaml
 from conftest import JOB_ENV, REPO, TESTS, planned_jobs, snakemake
 
-from featurebirth.config import grid, layer_groups, load_config, model_layers
+from featurebirth import plan as cost_plan
+from featurebirth.config import grid, layer_groups, load_config, model_layers, sae_settings
 
 pytestmark = pytest.mark.workflow
 
@@ -58,13 +59,13 @@ def test_pythia_plan_with_the_slurm_profile_needs_neither_slurm_nor_network(tmp_
     assert len(prefetch) == 4 and not any("gpu=1" in job["resources"] for job in prefetch)
     # a download needs little memory, whatever the model's compute floor
     assert all("mem_mb=2000" in job["resources"].split(", ") for job in prefetch)
-    # 12b: 36 layers in groups of 6 (config/pythia.yaml's memory arithmetic) -> 6 SAE jobs per step
+    # 12b: 36 layers in groups of 9 (config/pythia.yaml's memory arithmetic) -> 4 SAE jobs per step
     sae_12b = of("train_saes", "pythia-12b")
     assert sorted({job["wildcards"]["layers"] for job in sae_12b}) == sorted(
-        "-".join(map(str, range(start, start + 6))) for start in range(0, 36, 6)
+        "-".join(map(str, range(start, start + 9))) for start in range(0, 36, 9)
     )
-    assert len(sae_12b) == 2 * 6
-    assert all(all(f in job["resources"] for f in ("gpu=1", "mem_mb=128000", "runtime=960")) for job in sae_12b)
+    assert len(sae_12b) == 2 * 4
+    assert all(all(f in job["resources"] for f in ("gpu=1", "mem_mb=64000", "runtime=180")) for job in sae_12b)
     assert [job["wildcards"]["layers"] for job in of("train_saes", "pythia-70m")] == ["0-1-2-3-4-5"] * 2
     assert len(of("score", "pythia-12b")) == 2 and all("gpu=1" in job["resources"] for job in of("score", "pythia-70m"))
 
@@ -86,22 +87,26 @@ def test_pythia_config_has_the_real_suite():
     assert not {50000, 58000} & set(config["steps"])
     assert all(spec["layers"] == "all" and spec["source"] == "hub" for spec in config["models"].values())
     assert len(grid(config)) == 25 * sum(depths.values())
-    # host memory of one SAE job: distinct tokens x layers x d_model x 2 B (float16) stays under 9 GB; the SAE
-    # split's generated words become about 1.07 Pythia tokens each (config/pythia.yaml): 1.1 bounds it
-    distinct = config["corpus"]["n_sae_sequences"] * config["corpus"]["seq_len"] * 1.1
+    # real text, at least 20M tokens per SAE, one pass, streamed
+    assert config["corpus"]["source"] == "text" and config["activations"]["mode"] == "stream"
+    assert all(sae_settings(config, name)["tokens"] >= 20_000_000 for name in config["models"])
+    assert all(sae_settings(config, name)["max_epochs"] == 1 for name in config["models"])
+    # every SAE job fits an 80 GB GPU and its model's memory and runtime floors (the cost plan's arithmetic);
+    # host memory of the largest group: one 262,144-token chunk x layers x d_model x 2 B, under 25 GB
     for name, spec in config["models"].items():
+        assert cost_plan.warnings(config, cost_plan.model_plan(config, name)) == [], name
         largest = max(len(group) for group in layer_groups(config, name, model_layers(config, name)))
-        assert distinct * largest * spec["d_model"] * 2 < 9e9, name
+        assert 262_144 * largest * spec["d_model"] * 2 < 25e9, name
 
 
-def test_the_real_text_pythia_plan_needs_neither_slurm_nor_network(tmp_path):
-    """config/pythia-text.yaml plans offline: one fetch and one tokenization for both models, a check per model."""
+def test_the_pythia_plan_prepares_the_text_once_and_checks_it_per_model(tmp_path):
+    """config/pythia.yaml plans offline: one fetch and one tokenization for every model, a check per model."""
     plan = snakemake(
         "-n",
         "--profile",
         "profiles/slurm",
         "--configfile",
-        str(REPO / "config" / "pythia-text.yaml"),
+        str(REPO / "config" / "pythia.yaml"),
         "--config",
         f"results={tmp_path / 'results'}",
         env={**JOB_ENV, "HF_HUB_OFFLINE": "1"},
@@ -109,7 +114,7 @@ def test_the_real_text_pythia_plan_needs_neither_slurm_nor_network(tmp_path):
     assert plan.returncode == 0, plan.stderr[-3000:]
     jobs = planned_jobs(plan.stdout)
     counts = {rule: sum(job["rule"] == rule for job in jobs) for rule in {job["rule"] for job in jobs}}
-    # 25 revisions; SAE jobs of 2 layers: 70m 3 per step, 160m 6 per step
+    # 8 sizes x 25 revisions; SAE jobs per step from the layer groups: 1 + 1 + 2 + 2 + 3 + 4 + 4 + 4 = 21
     assert {
         rule: counts.get(rule, 0)
         for rule in (
@@ -125,10 +130,10 @@ def test_the_real_text_pythia_plan_needs_neither_slurm_nor_network(tmp_path):
     } == {
         "fetch_text": 1,
         "tokenize_text": 1,
-        "check_text": 2,
-        "prefetch": 50,
-        "train_saes": 25 * 9,
-        "score": 50,
+        "check_text": 8,
+        "prefetch": 200,
+        "train_saes": 25 * 21,
+        "score": 200,
         "corpus": 0,
         "eval_split": 0,
     }

@@ -9,17 +9,21 @@ import torch
 import xarray as xr
 
 from featurebirth import layout
-from featurebirth.activations import token_rows
+from featurebirth.activations import probe_activations, token_rows
 from featurebirth.config import scoring_settings
+from featurebirth.corpus import read_probes
 from featurebirth.downstream import VARIABLES, clean_reference, downstream_quality, sae_reconstruction
 from featurebirth.io import write_json
 from featurebirth.layout import CONTROL
-from featurebirth.models import load_model
+from featurebirth.models import load_model, load_tokenizer
+from featurebirth.probe_baseline import training_masks, word_folds
 from featurebirth.sae import dictionary_classes, load_sae, quality, save_sae
 from featurebirth.score import (
     auroc_matrix,
+    check_heldout_words,
     encode,
     f1_matrix,
+    heldout_scores,
     one_hot,
     permuted_labels,
     score_codes,
@@ -27,13 +31,21 @@ from featurebirth.score import (
     score_step,
 )
 
+CPU = torch.device("cpu")
 CATEGORIES = ["animals", "colours", "numbers"]
 WORDS = {
     "animals": ["dog", "cat", "cow", "fox"],
     "colours": ["red", "blue", "green", "pink"],
     "numbers": ["one", "two", "six", "ten"],
 }
-SETTINGS = {"n_permutations": 50, "null_quantile": 0.95, "seed": 0}
+SETTINGS = {
+    "n_permutations": 50,
+    "null_quantile": 0.95,
+    "seed": 0,
+    "folds": 4,
+    "heldout_permutations": 10,
+    "probe_l2": 0.1,
+}
 
 
 def probe_labels(contexts: int = 4, controls: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -159,6 +171,10 @@ def test_score_layer_scores_the_probes_and_measures_quality_on_held_out():
     assert cell["best_direction"].dims == ("category", "hidden")
     np.testing.assert_allclose(cell["best_direction"].values, np.eye(4)[:3], atol=1e-7)
     assert cell["feature_f1"].shape == (6, 3)
+    # one axis per category: the probe and the SAE feature chosen on other words both find every held-out word
+    for name in ("probe_score", "probe_auroc", "heldout_score"):
+        assert cell[name].values.tolist() == [1.0, 1.0, 1.0], name
+    assert (cell["probe_null"] < 0.8).all() and (cell["heldout_null"] < 0.8).all()
     # reconstruction 1.5 x: squared error 0.25 per unit, 6 units over 4 tokens; the held-out columns' sums of
     # squared deviations are 1, 1, 0.75 and 0.75; 6 codes fire; features 4 and 5 never do
     assert float(cell["reconstruction_mse"]) == pytest.approx(1.5 / 4)
@@ -232,3 +248,115 @@ def test_score_file_carries_the_downstream_quality_of_every_layer(micro, checkpo
         expected = downstream_quality(model, reference, layer, sae_reconstruction(ae), 1e-3)
         for name, value in expected.items():
             assert float(written[name].sel(layer=layer)) == pytest.approx(value, rel=1e-9), (layer, name)
+
+
+def test_score_file_carries_the_held_out_controls_of_every_layer(checkpoint, corpus, spliced_scores):
+    written, settings, results = spliced_scores
+    items = read_probes(corpus("probes"))
+    labels, words = np.array([i.category for i in items]), np.array([i.word for i in items])
+    probes = probe_activations(load_model(checkpoint, CPU), load_tokenizer(checkpoint), items, 16)
+    for layer in (0, 1):
+        codes, _ = encode(load_sae(layout.sae_dir(results, "tiny-a", 6, layer)), probes[layer])
+        expected = heldout_scores(probes[layer], codes, labels, words, settings["categories"], settings["scoring"], CPU)
+        for name, values in expected.data_vars.items():
+            assert written[name].dims == ("layer", "category"), name
+            np.testing.assert_allclose(written[name].sel(layer=layer).values, values.values, rtol=1e-9, err_msg=name)
+
+
+# word-grouped held-out controls: planted probe sets with a known answer
+N_WORDS, CONTEXTS, D_MODEL = 8, 4, 24
+
+
+def planted_probes(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Six categories of 8 words and 20 control words, 4 contexts each: every word its own random vector, every
+    category's words share one planted direction (linearly separable), contexts add small noise.
+    (activations, labels, words, categories)."""
+    rng = np.random.default_rng(seed)
+    categories = [f"c{i}" for i in range(6)]
+    vocabulary = [(c, f"{c}w{j}") for c in categories for j in range(N_WORDS)]
+    vocabulary += [(CONTROL, f"filler{j}") for j in range(20)]
+    directions = dict(zip(categories, 4 * rng.standard_normal((6, D_MODEL))))
+    rows, labels, words = [], [], []
+    for category, word in vocabulary:
+        vector = rng.standard_normal(D_MODEL) + directions.get(category, 0)
+        rows += [vector + 0.2 * rng.standard_normal(D_MODEL) for _ in range(CONTEXTS)]
+        labels += [category] * CONTEXTS
+        words += [word] * CONTEXTS
+    return np.array(rows, dtype=np.float32), np.array(labels), np.array(words), categories
+
+
+def test_word_folds_never_put_a_word_on_both_sides():
+    _, labels, words, categories = planted_probes()
+    folds = word_folds(labels, words, 4, seed=0)
+    for fold, train in enumerate(training_masks(folds, 4)):
+        assert not set(words[train]) & set(words[~train]), fold
+        assert (folds[~train] == fold).all() and (folds[train] != fold).all()
+        # every category's 8 words dealt evenly: 2 held out per fold
+        for category in categories:
+            assert len(set(words[~train & (labels == category)])) == 2, (fold, category)
+    assert len({w: f for w, f in zip(words, folds)}) == len(set(words))  # one fold per word
+    np.testing.assert_array_equal(word_folds(labels, words, 4, seed=0), folds)
+    assert not np.array_equal(word_folds(labels, words, 4, seed=1), folds)
+
+
+def test_probe_finds_a_planted_category_on_unseen_words():
+    activations, labels, words, categories = planted_probes()
+    codes = np.zeros((len(labels), 1))
+    cell = heldout_scores(activations, codes, labels, words, categories, SETTINGS, CPU)
+    assert (cell["probe_score"] >= 0.95).all() and (cell["probe_auroc"] >= 0.99).all()
+    assert (cell["probe_null"] <= 0.5).all()
+    # a dead SAE predicts nothing: its held-out F1 is 0
+    assert cell["heldout_score"].values.tolist() == [0.0] * 6
+
+
+def word_shuffled(labels: np.ndarray, words: np.ndarray, seed: int) -> np.ndarray:
+    """Labels shuffled among every word, controls included (each word's contexts keep one label)."""
+    vocabulary, first = np.unique(words, return_index=True)
+    shuffled = dict(zip(vocabulary, np.random.default_rng(seed).permutation(labels[first])))
+    return np.array([shuffled[w] for w in words])
+
+
+def test_probe_on_shuffled_labels_stays_near_chance():
+    activations, labels, words, categories = planted_probes()
+    zero = np.zeros((len(labels), 1))
+    # chance: AUROC 0.5 (on average: one shuffle's categories scatter around it); F1 of a coin at a base rate of
+    # 32 / 320, 0.17 (predicting half) or less
+    shuffles = [
+        heldout_scores(activations, zero, word_shuffled(labels, words, seed), words, categories, SETTINGS, CPU)
+        for seed in range(4)
+    ]
+    auroc = np.array([cell["probe_auroc"].values for cell in shuffles])
+    assert abs(auroc.mean() - 0.5) < 0.1 and (auroc < 0.8).all()
+    assert all((cell["probe_score"] < 0.35).all() for cell in shuffles)
+    # random activations with the true labels: chance as well
+    noise = np.random.default_rng(1).standard_normal(activations.shape).astype(np.float32)
+    cell = heldout_scores(noise, zero, labels, words, categories, SETTINGS, CPU)
+    assert abs(float(cell["probe_auroc"].mean()) - 0.5) < 0.1 and (cell["probe_score"] < 0.35).all()
+    # shuffled among the category words only (the null's permutation), the probe still tells category words from
+    # controls, above chance; its null accounts for that: it is nowhere near represented
+    shuffled = permuted_labels(labels, words, np.random.default_rng(5))
+    cell = heldout_scores(activations, zero, shuffled, words, categories, SETTINGS, CPU)
+    assert (cell["probe_score"] < 0.5).all() and (cell["probe_score"] - cell["probe_null"] < 0.2).all()
+
+
+def test_held_out_sae_keeps_category_features_and_drops_word_features():
+    _, labels, words, categories = planted_probes()
+    category_codes = one_hot(labels, categories)  # feature c fires on every word of category c
+    vocabulary = sorted(set(words[labels != CONTROL]))
+    word_codes = (words[:, None] == np.array(vocabulary)[None, :]).astype(float)  # one feature per word
+    codes = np.concatenate([category_codes, word_codes], axis=1)
+    activations = np.zeros((len(labels), 2), dtype=np.float32)
+    cell = heldout_scores(activations, codes, labels, words, categories, SETTINGS, CPU)
+    assert cell["heldout_score"].values.tolist() == [1.0] * 6
+    # word features only: in sample the best scores 2 (1/8) / (1 + 1/8) = 0.22, on held-out words it never fires
+    cell = heldout_scores(activations, word_codes, labels, words, categories, SETTINGS, CPU)
+    assert score_codes(word_codes, labels, words, categories, SETTINGS)["score"].values == pytest.approx([2 / 9] * 6)
+    assert cell["heldout_score"].values.tolist() == [0.0] * 6
+
+
+def test_held_out_scoring_needs_two_words_per_category():
+    labels, words = probe_labels()
+    check_heldout_words(labels, words, CATEGORIES)
+    lonely = np.where(labels == "numbers", "one", words)
+    with pytest.raises(ValueError, match=r"at least two probe words per category; these have fewer: \{'numbers': 1\}"):
+        check_heldout_words(labels, lonely, CATEGORIES)

@@ -21,6 +21,7 @@ from featurebirth.config import (
     text_tokenize_settings,
     validate_config,
 )
+from featurebirth.corpus import SAE_SPLIT
 from featurebirth.models import load_tokenizer
 from featurebirth.text import (
     BudgetError,
@@ -28,8 +29,9 @@ from featurebirth.text import (
     check_text,
     documents,
     fetch_text,
+    joined,
     local_files,
-    pack,
+    rows_of,
     split_documents,
     tokenize_text,
 )
@@ -83,9 +85,9 @@ def test_documents_split_disjoint_and_seeded():
 
 
 def test_packing_joins_documents_with_eos_and_drops_the_last_partial_row():
-    packed = pack([[1, 2, 3], [4], [5, 6]], eos=0, seq_len=4)
+    packed = rows_of(joined([[1, 2, 3], [4], [5, 6]], eos=0), seq_len=4)
     assert packed.tolist() == [[1, 2, 3, 0], [4, 0, 5, 6]]  # the trailing EOS of the last document fills no row
-    assert pack([[1, 2]], eos=0, seq_len=4).shape == (0, 4)
+    assert rows_of(joined([[1, 2]], eos=0), seq_len=4).shape == (0, 4)
 
 
 def _text_config(text_world, **changes) -> dict:
@@ -163,6 +165,29 @@ def test_tokenized_parts_are_packed_disjoint_documents(tokenized):
     assert sizes["eval"] == (10 * 33 // 32) * 32 and sizes["probe"] == (5 * 33 // 32) * 32
     assert not rows["eval"] & rows["sae"] and not rows["probe"] & rows["sae"]
     assert all(row.count(eos) >= 0 for row in rows["sae"]) and any(eos in row for row in rows["sae"])
+
+
+def test_the_sae_part_is_tokenized_only_as_far_as_the_largest_budget_reads(
+    text_world, tokenized, tmp_path, monkeypatch
+):
+    config, sizes, _ = tokenized
+    settings = text_tokenize_settings(config)
+    # sae.tokens / max_epochs with the left-out positions added back, and FETCH_MARGIN = 1.25 on top
+    need = int(config["sae"]["tokens"] / config["sae"]["max_epochs"] / (31 / 32))
+    assert settings["sae_tokens"] == int(need * 1.25)
+    pointer = Path(layout.corpus_file(tokenized[2], "text_source"))
+    tokenizer = load_tokenizer(
+        sorted((text_world["cache"] / "models--featurebirth-test--tiny-neox" / "snapshots").iterdir())[0]
+    )
+    outputs = {part: tmp_path / f"{part}.h5" for part in ("sae", "eval", "probe")}
+    monkeypatch.setattr("featurebirth.text.TOKENIZE_BATCH", 8)
+    capped = tokenize_text(pointer, tokenizer, {**settings, "sae_tokens": 1000}, outputs)
+    # documents of 33 tokens (32 words and EOS), 8 a batch: the 4th batch passes 1000 (4 x 8 x 33 = 1056 tokens),
+    # packed into 33 rows of 32; the other SAE documents are never tokenized
+    with h5py.File(outputs["sae"]) as handle:
+        assert handle.attrs["documents"] == 32 and handle[SAE_SPLIT].shape == (33, 32)
+    assert capped["sae"] == 1056 < sizes["sae"]
+    assert capped["eval"] == sizes["eval"] and capped["probe"] == sizes["probe"]
 
 
 def test_budget_checks_name_the_model_and_both_figures(tokenized, text_world, tmp_path):

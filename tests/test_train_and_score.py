@@ -1,6 +1,7 @@
 """A checkpoint's SAE jobs (train_layer_group) and its score job (score_step), on the micro checkpoint, on the CPU."""
 
 import copy
+import functools
 import re
 from pathlib import Path
 
@@ -40,11 +41,14 @@ def _leftovers(results: Path) -> list[Path]:
     return list(Path(results).rglob(".tmp-*"))
 
 
+_train_group = functools.partial(train_layer_group, save_every_minutes=60)  # one SAE job, no state saves
+
+
 @pytest.fixture(scope="module")
 def trained(micro, checkpoint, corpus, tmp_path_factory) -> tuple[Path, dict]:
     """SAEs of both layers of tiny-a step 6, trained by one layer-group job: (results, its manifest)."""
     results = tmp_path_factory.mktemp("results")
-    manifest = train_layer_group(
+    manifest = _train_group(
         checkpoint, corpus("tokens"), _settings(micro), _manifest(results, LAYERS), model="tiny-a", step=6
     )
     return results, manifest
@@ -78,7 +82,7 @@ def test_layer_group_writes_every_cell_and_its_manifest_last(micro, trained):
 
 def test_one_group_trains_the_same_saes_as_separate_groups(micro, checkpoint, corpus, trained, tmp_path):
     for layer in LAYERS:
-        manifest = train_layer_group(
+        manifest = _train_group(
             checkpoint, corpus("tokens"), _settings(micro), _manifest(tmp_path, [layer]), model="tiny-a", step=6
         )
         assert manifest["layers"] == [layer] and manifest["tokens"] == 1280
@@ -96,7 +100,7 @@ def test_failed_group_writes_no_manifest(micro, checkpoint, corpus, tmp_path):
     settings = _settings(micro)
     settings["sae"] = {**settings["sae"], "architecture": "relu", "lr": 1e4, "l1_penalty": 0.0}
     with pytest.raises(SAETrainingError, match=f"SAE {re.escape(layout.cell_name('tiny-a', 6, 0))}: "):
-        train_layer_group(checkpoint, corpus("tokens"), settings, _manifest(tmp_path, LAYERS), model="tiny-a", step=6)
+        _train_group(checkpoint, corpus("tokens"), settings, _manifest(tmp_path, LAYERS), model="tiny-a", step=6)
     assert layout.trained_groups(tmp_path, "tiny-a", 6) == []
     assert not Path(layout.sae_group(tmp_path, "tiny-a", 6, layout.layer_group(LAYERS))).exists()
     assert not _leftovers(tmp_path)
@@ -108,7 +112,7 @@ def test_budget_beyond_max_epochs_passes_fails_before_training(micro, micro_raw,
     settings = _settings(micro)
     settings["sae"] = {**settings["sae"], "tokens": 8681}  # the job's own check (validation refuses it too)
     with pytest.raises(BudgetError) as caught:
-        train_layer_group(checkpoint, corpus("tokens"), settings, _manifest(tmp_path, LAYERS), model="tiny-a", step=6)
+        _train_group(checkpoint, corpus("tokens"), settings, _manifest(tmp_path, LAYERS), model="tiny-a", step=6)
     message = str(caught.value)
     for fragment in ("sae.tokens = 8681", "sae.max_epochs = 7", "the 1240 training tokens", str(corpus("tokens"))):
         assert fragment in message, message
@@ -119,9 +123,7 @@ def test_budget_beyond_max_epochs_passes_fails_before_training(micro, micro_raw,
     raw["sae"]["tokens"] = 8681
     raw["activations"]["exclude_first"] = 0
     settings = _settings(validate_config(raw))
-    manifest = train_layer_group(
-        checkpoint, corpus("tokens"), settings, _manifest(tmp_path, LAYERS), model="tiny-a", step=6
-    )
+    manifest = _train_group(checkpoint, corpus("tokens"), settings, _manifest(tmp_path, LAYERS), model="tiny-a", step=6)
     for layer in LAYERS:
         assert manifest["cells"][str(layer)]["distinct_tokens"] == 1280
         assert manifest["cells"][str(layer)]["tokens_trained"] == 8681 // 64 * 64 == 135 * 64
@@ -225,8 +227,6 @@ def test_one_pass_budget_reads_enough_contexts_for_its_kept_positions(micro, che
     settings = _settings(micro)
     scaled = dict.fromkeys(("warmup_steps", "sparsity_warmup_steps", "threshold_start_step", "dead_feature_tokens"))
     settings["sae"] = resolve_sae({**settings["sae"], **scaled, "tokens": 1000, "max_epochs": 1, "batch_size": 50})
-    manifest = train_layer_group(
-        checkpoint, corpus("tokens"), settings, _manifest(tmp_path, [0]), model="tiny-a", step=6
-    )
+    manifest = _train_group(checkpoint, corpus("tokens"), settings, _manifest(tmp_path, [0]), model="tiny-a", step=6)
     assert manifest["tokens"] == 33 * 32
     assert manifest["cells"]["0"]["distinct_tokens"] == 33 * 31 and manifest["cells"]["0"]["tokens_trained"] == 1000

@@ -64,6 +64,11 @@ def test_cube_holds_every_cell(micro_run):
     assert cube["score"].sel(model="tiny-b", layer=1).isnull().all()
     studied = cube["score"].sel(model="tiny-b", layer=[0, 2])
     assert studied.notnull().all() and ((studied >= 0) & (studied <= 1)).all()
+    # the held-out controls of every studied cell, none of the others'
+    for name in ("probe_score", "probe_null", "probe_auroc", "heldout_score", "heldout_null"):
+        values = cube[name].sel(model="tiny-b")
+        assert values.sel(layer=[0, 2]).notnull().all() and values.sel(layer=1).isnull().all(), name
+        assert ((values.sel(layer=[0, 2]) >= 0) & (values.sel(layer=[0, 2]) <= 1)).all(), name
     assert (cube["variance_explained"].sel(model="tiny-a", layer=[0, 1]) > 0.5).all()
     # downstream quality: one clean loss per (model, step), the same for every layer; finite increases
     clean = cube["ce_loss_clean"].sel(model="tiny-a", layer=[0, 1])
@@ -102,7 +107,7 @@ def test_tables_figures_and_report(micro_run):
     result = snakemake(*args, "--report", str(report))
     assert result.returncode == 0, result.stderr[-3000:]
     html = report.read_text()
-    assert "emergence.png" in html and "reactivation.tsv" in html
+    assert "emergence.png" in html and "reactivation.tsv" in html and "probe_baseline.tsv" in html
 
 
 def test_summary_command_prints_every_category(micro_run):

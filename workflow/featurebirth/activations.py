@@ -7,7 +7,7 @@ Activations stay in memory: SAE jobs train from them and score jobs evaluate on 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from .corpus import ProbeItem
 from .models import blocks, load_tokenizer
 
 STORAGE_DTYPE = torch.float16
+ChunkSource = Callable[[np.ndarray], dict[int, torch.Tensor]]  # row indices -> each layer's activations (stream.py)
 
 
 @contextmanager
@@ -85,7 +86,7 @@ def layer_activations(
     out = {layer: torch.empty((len(ids) * kept, d_model), dtype=STORAGE_DTYPE) for layer in layers}
     with capture_blocks(model, layers) as captured:
         for start in range(0, len(ids), batch_size):
-            model.gpt_neox(input_ids=ids[start : start + batch_size].to(device))
+            model.gpt_neox(input_ids=ids[start : start + batch_size].to(device), use_cache=False)
             for layer in layers:
                 values = captured[layer][:, exclude_first:].reshape(-1, d_model)
                 out[layer][start * kept : start * kept + len(values)].copy_(values)
@@ -122,3 +123,24 @@ def probe_activations(model: torch.nn.Module, tokenizer, items: list[ProbeItem],
             for layer in layers:
                 out[layer, start : start + len(chunk)] = captured[layer][rows, index].float().cpu().numpy()
     return out
+
+
+def held_chunks(activations: dict[int, torch.Tensor]) -> tuple[ChunkSource, int]:
+    """Activations already in memory as a chunk source whose rows are single tokens: (source, n_rows)."""
+
+    def source(rows: np.ndarray) -> dict[int, torch.Tensor]:
+        index = torch.from_numpy(rows)
+        return {layer: values[index] for layer, values in activations.items()}
+
+    return source, len(next(iter(activations.values())))
+
+
+def forward_chunks(
+    model: torch.nn.Module, ids: torch.Tensor, layers: list[int], batch_size: int, exclude_first: int
+) -> ChunkSource:
+    """A chunk source that runs the model over a chunk's rows of `ids` and keeps every layer's kept positions."""
+
+    def source(rows: np.ndarray) -> dict[int, torch.Tensor]:
+        return layer_activations(model, ids[torch.from_numpy(rows)], layers, batch_size, exclude_first)
+
+    return source

@@ -25,6 +25,10 @@ ARRAY_FIELDS = (
     "earliest_layer",
     "scale_threshold",
     "scale_model",
+    "control_represented",
+    "control_emergence_step",
+    "control_earliest_step",
+    "control_earliest_layer",
 )
 JSON_FIELDS = ("settings", "spearman", "duplicates")
 DESCRIPTIONS = {
@@ -37,6 +41,11 @@ DESCRIPTIONS = {
     "earliest_layer": "the layer of the earliest emergence step (shallowest on ties)",
     "scale_threshold": "parameters of the smallest model with a represented layer (in the depth bin)",
     "scale_model": "name of that model (the first in model order among equal sizes); empty if none",
+    "control_represented": "the held-out controls (readout heldout: the SAE feature chosen on other words; probe: "
+    "the linear probe) under the same rule on their own score and null; heldout also needs a healthy SAE",
+    "control_emergence_step": "first step from which the control stays represented for `persistence` more steps",
+    "control_earliest_step": "the control's earliest emergence step over the model's layers",
+    "control_earliest_layer": "the layer of the control's earliest emergence step (shallowest on ties)",
 }
 
 
@@ -52,6 +61,10 @@ class Analysis:
     earliest_layer: xr.DataArray  # (model, category): the layer of that step (shallowest on ties)
     scale_threshold: xr.DataArray  # (step, category, depth_bin): parameters of the smallest represented model
     scale_model: xr.DataArray  # (step, category, depth_bin): that model's name; '' if none
+    control_represented: xr.DataArray  # bool (readout, model, step, layer, category): held-out SAE and probe
+    control_emergence_step: xr.DataArray  # (readout, model, layer, category); NaN if never
+    control_earliest_step: xr.DataArray  # (readout, model, category); NaN if never
+    control_earliest_layer: xr.DataArray  # (readout, model, category)
     reactivation: pd.DataFrame  # one event per row, columns em.REACTIVATION_COLUMNS
     spearman: dict[str, dict]  # per model: planted frequency vs earliest emergence step (rho, p_value, n_categories)
     duplicates: list[dict]  # duplicate checkpoints (model, step, fingerprint), analysed only when allowed
@@ -96,6 +109,9 @@ def analyse(cube: xr.Dataset, settings: dict) -> Analysis:
     earliest_step, earliest_layer = (_plain(a, a.name) for a in em.earliest_emergence(steps))
     binned = em.depth_binned(cube, flags, settings["depth_bins"])
     smallest = em.smallest_model(binned, cube["n_params"]).transpose("step", "category", "depth_bin")
+    controls = _plain(em.control_represented(cube, settings), "control_represented")
+    control_steps = _plain(em.emergence_step(controls, settings["persistence"]), "control_emergence_step")
+    control_first, control_layer = (_plain(a, f"control_{a.name}") for a in em.earliest_emergence(control_steps))
     return Analysis(
         settings=json.loads(json.dumps(settings)),
         represented=flags,
@@ -105,6 +121,10 @@ def analyse(cube: xr.Dataset, settings: dict) -> Analysis:
         earliest_layer=earliest_layer,
         scale_threshold=_plain(em.threshold_params(smallest, cube["n_params"]), "scale_threshold"),
         scale_model=_plain(em.threshold_names(smallest, cube["model"]), "scale_model"),
+        control_represented=controls,
+        control_emergence_step=control_steps,
+        control_earliest_step=control_first,
+        control_earliest_layer=control_layer,
         reactivation=em.reactivation_events(cube, flags, settings),
         spearman=em.spearman_by_model(earliest_step, corpus_frequency(cube)),
         duplicates=duplicates,

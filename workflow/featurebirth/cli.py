@@ -91,7 +91,13 @@ def cmd_train_saes(args: argparse.Namespace) -> None:
     from .sae import train_layer_group
 
     manifest = train_layer_group(
-        args.checkpoint, args.tokens, args.settings, args.manifest, model=args.model, step=args.step
+        args.checkpoint,
+        args.tokens,
+        args.settings,
+        args.manifest,
+        model=args.model,
+        step=args.step,
+        save_every_minutes=args.save_every_minutes,
     )
     log.info("trained the SAEs of %s step %d, layers %s", args.model, args.step, manifest["layers"])
 
@@ -179,6 +185,12 @@ def cmd_summary(args: argparse.Namespace) -> None:
     print_summary(cube, analysis)
 
 
+def cmd_plan(args: argparse.Namespace) -> None:
+    from .plan import print_plan
+
+    print_plan(args.configfile)
+
+
 PER_MODEL_FIGURES = ("heatmaps", "quality")
 OVERRIDES = {
     "tau": float,
@@ -264,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tokens", type=Path, required=True, help="the corpus token ids (toy) or the SAE split's text (hub)"
     )
     p.add_argument("--manifest", type=Path, required=True, help="the group's manifest (names the layers; written last)")
+    p.add_argument("--save-every-minutes", type=float, required=True, help="training-state interval (sae section)")
 
     p = add("score", cmd_score, "score every layer of one checkpoint and measure its SAEs' quality")
     _cell_arguments(p)
@@ -307,6 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, kind in OVERRIDES.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"re-analyse with another analysis.{name}")
+
+    p = add(
+        "plan", cmd_plan, "the cost plan of a config: jobs, GPU-hours, memory, disk, downloads (reads the config only)"
+    )
+    p.add_argument("--configfile", type=Path, required=True, help="the workflow config (YAML)")
     return parser
 
 

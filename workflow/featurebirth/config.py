@@ -322,6 +322,19 @@ def layer_groups(config: dict, model: str, layers: list[int]) -> list[list[int]]
     return [layers[i : i + size] for i in range(0, len(layers), max(size, 1))]
 
 
+def sae_job_groups(config: dict, model: str, trained: list[list[int]]) -> list[list[int]]:
+    """The layer groups whose SAE jobs cover the studied layers of one (model, step): the trained groups (known by
+    their manifests' names) holding a studied layer, then the studied layers they leave out, cut by layer_groups.
+
+    So adding a layer trains only that layer, and a trained group keeps its name; the Snakefile and the cost plan
+    (trained = [] for a fresh run) plan with this one function.
+    """
+    studied = model_layers(config, model)
+    kept = [group for group in trained if set(group) & set(studied)]
+    covered = {layer for group in kept for layer in group}
+    return kept + layer_groups(config, model, [layer for layer in studied if layer not in covered])
+
+
 def model_spec(config: dict, model: str) -> dict:
     """What defines a model's checkpoints (architecture, source, training recipe)."""
     spec = {key: value for key, value in config["models"][model].items() if key not in ("layers", "sae", "resources")}
@@ -331,6 +344,7 @@ def model_spec(config: dict, model: str) -> dict:
 
 
 RUNTIME_KEYS = ("device", "gpu_dtype", "forward_batch_size")
+SAE_JOB_SHAPE = ("layers_per_job", "save_every_minutes")  # how SAE jobs run, not what they train
 
 
 def runtime_settings(config: dict) -> dict:
@@ -380,10 +394,15 @@ def text_fetch_settings(config: dict) -> dict:
     added back) plus the evaluation tokens, times FETCH_MARGIN.
     """
     text = {key: value for key, value in config["corpus"]["text"].items() if key != "tokenizer"}
-    kept = 1 - config["activations"]["exclude_first"] / config["corpus"]["seq_len"]
-    distinct = max(budget["tokens"] / budget["max_epochs"] for budget in text_budgets(config).values())
-    needed = (distinct / kept + config["evaluation"]["tokens"]) * FETCH_MARGIN
+    needed = (sae_text_tokens(config) + config["evaluation"]["tokens"]) * FETCH_MARGIN
     return {"text": text, "needed_tokens": int(needed), "hub": config["hub"]}
+
+
+def sae_text_tokens(config: dict) -> int:
+    """Packed tokens of SAE-training text the largest budget reads once: sae.tokens / sae.max_epochs, the positions
+    left out of every context added back."""
+    kept = 1 - config["activations"]["exclude_first"] / config["corpus"]["seq_len"]
+    return int(max(budget["tokens"] / budget["max_epochs"] for budget in text_budgets(config).values()) / kept)
 
 
 def text_tokenize_settings(config: dict) -> dict:
@@ -393,6 +412,7 @@ def text_tokenize_settings(config: dict) -> dict:
         "text": {key: config["corpus"]["text"][key] for key in keys},
         "seed": config["corpus"]["seed"],
         "seq_len": config["corpus"]["seq_len"],
+        "sae_tokens": int(sae_text_tokens(config) * FETCH_MARGIN),  # room for stream chunks' skipped remainders
     }
 
 
@@ -424,10 +444,11 @@ def hub_settings(config: dict, model: str) -> dict:
 def sae_training_settings(config: dict, model: str) -> dict:
     """Everything an SAE job of `model` reads: its recipe and the training tokens, never evaluation or scoring.
 
-    The layer-group size is left out: it shapes jobs, not SAEs, so changing it retrains nothing.
+    The job shape (SAE_JOB_SHAPE: layer-group size, save interval) is left out: changing it retrains nothing.
     """
-    recipe = {key: value for key, value in sae_settings(config, model).items() if key != "layers_per_job"}
-    return {**runtime_settings(config), "sae": recipe, "tokens": token_settings(config)}
+    recipe = {key: value for key, value in sae_settings(config, model).items() if key not in SAE_JOB_SHAPE}
+    buffer = {key: config["activations"][key] for key in ("mode", "buffer_tokens")}
+    return {**runtime_settings(config), "sae": recipe, "tokens": token_settings(config), "buffer": buffer}
 
 
 def token_settings(config: dict) -> dict:
@@ -464,6 +485,7 @@ def provenance(config: dict) -> dict:
         "models": models,
         "sae": sae,
         "tokens": token_settings(config),
+        "buffer": sae_training_settings(config, next(iter(config["models"])))["buffer"],
         **scoring,
     }
 

@@ -2,7 +2,8 @@
 
 Cells a model does not have (layers beyond its depth, layers not studied) are NaN. The config that
 made it is kept in the attributes as provenance only: the analysis takes its settings from the
-workflow, never from there. Beside the scores the cube keeps, per (model, step, category), the
+workflow, never from there. Beside the scores (in-sample, and the held-out controls: a linear probe and the SAE
+on unseen words) the cube keeps, per (model, step, category), the
 cosine between the best features' decoder directions of every pair of layers, so reactivation can
 be judged from the cube alone.
 """
@@ -18,7 +19,18 @@ import xarray as xr
 
 from .io import atomic_path
 
-CELL_VARIABLES = ("score", "null", "auroc", "precision", "recall")
+CELL_VARIABLES = (
+    "score",
+    "null",
+    "auroc",
+    "precision",
+    "recall",
+    "probe_score",
+    "probe_null",
+    "probe_auroc",
+    "heldout_score",
+    "heldout_null",
+)
 QUALITY_VARIABLES = (
     "variance_explained",
     "l0",
@@ -39,6 +51,12 @@ DESCRIPTIONS = {
     "auroc": "AUROC of the best feature's code value for the category",
     "precision": "P(c | best feature fires)",
     "recall": "P(best feature fires | c)",
+    "probe_score": "F1 on held-out words of a linear probe (L2 logistic regression on the raw activations), each "
+    "word predicted by the probe of the fold that held it out (folds grouped by word)",
+    "probe_null": "high quantile of probe_score under word-level label permutations (same folds)",
+    "probe_auroc": "AUROC of the probe's held-out logits for the category",
+    "heldout_score": "F1 on held-out words of the SAE feature with the best F1 on the other folds' words (same folds)",
+    "heldout_null": "high quantile of heldout_score under word-level label permutations (same folds)",
     "best_feature": f"id of the best feature in the cell's SAE ({MISSING_FEATURE} where no cell)",
     "variance_explained": "SAE fraction of variance explained on held-out activations (evaluation split)",
     "l0": "SAE mean active features per token",

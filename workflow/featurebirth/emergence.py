@@ -3,6 +3,8 @@
 A category is *represented* in a cell when its score clears `tau`, beats its permutation null
 by `margin`, and the cell's SAE is healthy (variance explained >= `min_variance_explained` and, where
 set, the downstream floors `min_ce_recovered` and `max_ce_increase`: see `healthy`).
+The held-out controls (score.heldout_scores) are judged by the same rule on their own scores and nulls: the SAE
+on held-out words needs a healthy SAE as well, the linear probe reads no SAE (`control_represented`).
 These are the kernels; `analysis.analyse` combines them once per cube for the tables, figures and summary.
 """
 
@@ -33,10 +35,28 @@ def duplicate_checkpoints(cube: xr.Dataset) -> list[dict]:
     ]
 
 
+CONTROLS = ("heldout", "probe")  # the held-out readouts: cube variables {readout}_score and {readout}_null
+
+
+def selective(score: xr.DataArray, null: xr.DataArray, settings: dict) -> xr.DataArray:
+    """score >= tau and score - null >= margin (False where either is NaN)."""
+    return (score >= settings["tau"]) & (score - null >= settings["margin"])
+
+
 def represented(cube: xr.Dataset, settings: dict) -> xr.DataArray:
     """Boolean (model, step, layer, category); cells that do not exist are False."""
-    selective = (cube["score"] >= settings["tau"]) & (cube["score"] - cube["null"] >= settings["margin"])
-    return selective & healthy(cube, settings)
+    return selective(cube["score"], cube["null"], settings) & healthy(cube, settings)
+
+
+def control_represented(cube: xr.Dataset, settings: dict) -> xr.DataArray:
+    """Boolean (readout, model, step, layer, category) of the held-out controls: `selective` on each one's score
+    and null; the SAE's (heldout) also needs a healthy SAE, the probe's reads no SAE."""
+    missing = [f"{r}_{kind}" for r in CONTROLS for kind in ("score", "null") if f"{r}_{kind}" not in cube]
+    if missing:
+        raise ValueError(f"the cube has no {missing} (scored before the held-out controls): rerun the score jobs")
+    sae = selective(cube["heldout_score"], cube["heldout_null"], settings) & healthy(cube, settings)
+    probe = selective(cube["probe_score"], cube["probe_null"], settings)
+    return xr.concat([sae, probe], "readout").assign_coords(readout=list(CONTROLS))
 
 
 def healthy(cube: xr.Dataset, settings: dict) -> xr.DataArray:

@@ -1,5 +1,6 @@
-"""Seaborn figures of the cube: heatmaps with the emergence boundary, emergence curves, scale, reactivation,
-and per model the SAEs' downstream quality (CE loss recovered and increase) over layer x step.
+"""Seaborn figures of the cube: heatmaps with the emergence boundary, emergence curves (the SAE's, and the held-out
+controls': the SAE and a linear probe on unseen words), scale, reactivation, and per model the SAEs' downstream
+quality (CE loss recovered and increase) over layer x step.
 
 Scores come from the cube; every analysed quantity and setting (tau, tau_low) from an `Analysis`.
 """
@@ -165,8 +166,16 @@ def _draw_boundary(ax: plt.Axes, emergence: np.ndarray, steps: np.ndarray) -> No
     ax.plot(xs, ys, color="black", linewidth=2.2)
 
 
-def _best_over_layers(cube: xr.Dataset) -> pd.DataFrame:
-    best = xr.Dataset({"score": cube["score"].max("layer"), "null": cube["null"].max("layer")})
+READOUTS = {  # score variable: (its null, row title)
+    "score": ("null", "SAE feature (all words)"),
+    "heldout_score": ("heldout_null", "SAE feature, held-out words"),
+    "probe_score": ("probe_null", "linear probe, held-out words"),
+}
+
+
+def _best_over_layers(cube: xr.Dataset, score: str) -> pd.DataFrame:
+    """A readout's score and null, each at its best layer, per (model, step, category)."""
+    best = xr.Dataset({"score": cube[score].max("layer"), "null": cube[READOUTS[score][0]].max("layer")})
     frame = best.reset_coords(drop=True).to_dataframe().reset_index()
     frame["n_params"] = frame["model"].map(cube["n_params"].to_series())
     return frame
@@ -178,23 +187,28 @@ def _score_lines(frame: pd.DataFrame, **facets) -> sns.FacetGrid:
 
 
 def emergence_curves(cube: xr.Dataset, analysis: Analysis, path: Path, dpi: int) -> None:
-    """Best score over layers against step, one panel per model; dashed lines are each category's null."""
+    """Best score over layers against step, one column per model and one row per readout (the SAE, the SAE on
+    held-out words, the linear probe on held-out words); dashed lines are each category's null."""
     tau = analysis.settings["tau"]
-    frame = _best_over_layers(cube)
-    grid = _score_lines(frame, x="step", col="model", height=3.2, aspect=1.1, facet_kws={"sharey": True})
+    frames = [_best_over_layers(cube, score).assign(readout=title) for score, (_, title) in READOUTS.items()]
+    frame = pd.concat(frames, ignore_index=True)
+    grid = _score_lines(frame, x="step", row="readout", col="model", height=2.8, aspect=1.2, facet_kws={"sharey": True})
     steps = cube["step"].values
-    for model, ax in grid.axes_dict.items():
-        mine = frame[frame["model"] == model]
-        for color, (_, rows) in zip(
-            sns.color_palette(n_colors=frame["category"].nunique()), mine.groupby("category", sort=False)
-        ):
-            ax.plot(rows["step"], rows["null"], linestyle="--", color=color, linewidth=0.8, alpha=0.7)
+    palette = dict(zip(frame["category"].unique(), sns.color_palette(n_colors=frame["category"].nunique())))
+    for (readout, model), ax in grid.axes_dict.items():
+        mine = frame[(frame["model"] == model) & (frame["readout"] == readout)]
+        for category, rows in mine.groupby("category", sort=False):
+            ax.plot(rows["step"], rows["null"], linestyle="--", color=palette[category], linewidth=0.8, alpha=0.7)
         ax.axhline(tau, color="grey", linewidth=0.8, linestyle=":")
         _symlog_steps(ax, steps)
         ax.set_ylim(0, 1.02)
-    grid.set_axis_labels(STEP_LABEL, f"{SCORE_LABEL},\nbest layer")
+    grid.set_axis_labels(STEP_LABEL, "F1, best layer")
+    grid.set_titles("{row_name}\n{col_name}", size=9)
     grid.figure.suptitle(
-        f"Emergence over training (dashed: permutation null; dotted: tau = {tau})", y=1.04, fontsize=11
+        f"Emergence over training: the SAE, and on held-out words the SAE and a linear probe (dashed: permutation "
+        f"null; dotted: tau = {tau})",
+        y=1.02,
+        fontsize=11,
     )
     _save(grid.figure, path, dpi)
 
@@ -202,7 +216,7 @@ def emergence_curves(cube: xr.Dataset, analysis: Analysis, path: Path, dpi: int)
 def scale(cube: xr.Dataset, analysis: Analysis, steps: list[int], path: Path, dpi: int) -> None:
     """Best score over layers against model size, one panel per shown step."""
     tau = analysis.settings["tau"]
-    frame = _best_over_layers(cube)
+    frame = _best_over_layers(cube, "score")
     frame = frame[frame["step"].isin(steps)]
     grid = _score_lines(frame, x="n_params", col="step", height=3.2, aspect=1.0)
     sizes = cube["n_params"].to_series()

@@ -15,9 +15,10 @@ CHECKPOINT_METADATA = "featurebirth.json"  # beside a toy checkpoint: step, toke
 CONTROL = "control"  # category label of probe items whose target is a filler word
 SAE_WEIGHTS = "ae.pt"
 SAE_CONFIG = "config.json"
+TRAINING_STATE_SUFFIX = ".training-state.pt"
 GROUP_PREFIX = "group-"
 GROUP_SUFFIX = ".json"
-TABLES = ("emergence_steps", "emergence_layers", "scale_thresholds", "reactivation", "summary_table")
+TABLES = ("emergence_steps", "emergence_layers", "scale_thresholds", "reactivation", "summary_table", "probe_baseline")
 FIGURES = ("emergence", "scale", "reactivation")
 
 
@@ -111,6 +112,15 @@ def sae_group(results: str | Path, model: str, step: int | str, layers: str) -> 
     which job, from the names in a folder alone (see trained_groups).
     """
     return _join(sae_step_dir(results, model, step), f"{GROUP_PREFIX}{layers}{GROUP_SUFFIX}")
+
+
+def training_state(manifest: str | Path) -> str:
+    """Where the SAE job of a manifest's group keeps its training state while it runs (resume.py); removed at the end.
+
+    Not a Snakemake output, so a failed or killed attempt leaves it for the retry to resume from.
+    """
+    path = Path(manifest)
+    return _join(path.parent, f"{path.name[: -len(GROUP_SUFFIX)]}{TRAINING_STATE_SUFFIX}")
 
 
 def group_layers(manifest: str | Path) -> list[int]:

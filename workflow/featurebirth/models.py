@@ -35,6 +35,18 @@ def load_model(path: str | Path, device: torch.device, dtype: torch.dtype = torc
     return model.to(device).eval()
 
 
+def load_truncated(
+    path: str | Path, device: torch.device, dtype: torch.dtype, deepest: int
+) -> tuple[GPTNeoXForCausalLM, dict]:
+    """The checkpoint's blocks up to `deepest` only (later blocks and the LM head dropped before it moves to
+    `device`), with the whole checkpoint's metadata (parameter count, fingerprint) taken before truncating."""
+    model = load_pretrained(GPTNeoXForCausalLM, path, dtype=dtype)
+    metadata = checkpoint_metadata(model, path)
+    model.gpt_neox.layers = model.gpt_neox.layers[: deepest + 1]
+    model.embed_out = None
+    return model.to(device).eval(), metadata
+
+
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     """The tokenizer saved beside a checkpoint, or the hub revision's."""
     return load_pretrained(AutoTokenizer, path)

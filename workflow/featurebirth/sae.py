@@ -2,9 +2,12 @@
 
 The loop mirrors dictionary-learning's `trainSAE` (same trainers, same update calls, the
 same unit-mean-squared-norm normalisation folded back into the biases on save) and adds
-what a job needs: one forward pass feeding a group of layers from memory, divergence checks
-that fail loudly with the cell's name, and one folder per cell. Quality is measured later,
-by the score job, on held-out text: evaluating differently never retrains an SAE.
+what a job needs: one forward pass of the model, truncated after the group's deepest layer,
+feeding every layer of the group in lockstep from a shuffled buffer (stream.py); a training
+state saved every few minutes and on SIGTERM, from which a retry resumes (resume.py);
+progress lines a person can follow in a SLURM log; divergence checks that fail loudly with
+the cell's name; and one folder per cell. Quality is measured later, by the score job, on
+held-out text: evaluating differently never retrains an SAE.
 """
 
 from __future__ import annotations
@@ -14,18 +17,20 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from tqdm import tqdm
 
-from .activations import layer_activations, token_rows
+from .activations import ChunkSource, forward_chunks, held_chunks, token_rows
 from .corpus import SAE_SPLIT
 from .io import atomic_path, read_json, write_json
-from .layout import SAE_CONFIG, SAE_WEIGHTS, cell_name, group_sae_dirs
-from .models import forward_dtype, load_model, resolve_device
+from .layout import SAE_CONFIG, SAE_WEIGHTS, cell_name, group_sae_dirs, training_state
+from .models import forward_dtype, load_truncated, resolve_device
+from .resume import TrainingInterrupted, TrainingState, restore_trainer, sigterm_requested, state_key, trainer_state
+from .stream import ChunkSchedule, chunk_schedule, rows_wanted
 from .text import check_budget
 
 log = logging.getLogger(__name__)
@@ -33,6 +38,8 @@ log = logging.getLogger(__name__)
 TRAINER_NAMES = {"topk": "TopKTrainer", "batchtopk": "BatchTopKTrainer", "relu": "StandardTrainer"}
 CHECK_EVERY = 25
 CHECK_TOKENS = 1024
+NORM_TOKENS = 2**16
+PROGRESS_SECONDS = 60.0
 
 
 class SAETrainingError(RuntimeError):
@@ -86,23 +93,8 @@ def build_trainer(config: dict):
 
 def norm_factor(activations: torch.Tensor) -> float:
     """Scale that gives the training tokens unit mean squared norm (as trainSAE's normalisation)."""
-    sample = activations[: 2**16].float()
+    sample = activations[:NORM_TOKENS].float()
     return math.sqrt(sample.pow(2).sum(dim=1).mean().item())
-
-
-def shuffled_batches(
-    activations: torch.Tensor, updates: int, batch_size: int, seed: int, device: torch.device, scale: float
-) -> Iterator[torch.Tensor]:
-    """`updates` float32 batches, epoch after epoch, each epoch a seeded permutation of the tokens."""
-    generator = torch.Generator().manual_seed(seed)
-    produced = 0
-    while True:
-        order = torch.randperm(len(activations), generator=generator)
-        for i in range(0, len(activations) - batch_size + 1, batch_size):
-            yield (activations[order[i : i + batch_size]].float() / scale).to(device, non_blocking=True)
-            produced += 1
-            if produced == updates:
-                return
 
 
 @torch.no_grad()
@@ -133,42 +125,187 @@ def _check_finite(cell: str, update: int, value: float, limit: float, what: str)
         raise SAETrainingError(f"SAE {cell}: {what} {value:.4g} at SAE update {update} exceeds {limit:.4g} (diverged)")
 
 
+@dataclass
+class LayerRun:
+    """One layer's SAE while its group trains: the trainer, the scale of its inputs and its divergence check."""
+
+    layer: int
+    cell: str
+    trainer: object
+    norm: float
+    check: torch.Tensor
+    limit: float
+    loss: float = math.nan
+
+    def step(self, update: int, values: torch.Tensor, picks: torch.Tensor, device: torch.device, autocast) -> None:
+        """One SAE update on the picked tokens of this layer's chunk, checked every CHECK_EVERY updates."""
+        batch = (values[picks].float() / self.norm).to(device, non_blocking=True)
+        with autocast:
+            loss = self.trainer.update(update, batch)
+        if loss is not None:
+            self.loss = loss
+            _check_finite(self.cell, update, loss, math.inf, "training loss")
+        if update % CHECK_EVERY == 0 or update == self.trainer.steps - 1:
+            _check_finite(self.cell, update, self.check_error(), self.limit, "reconstruction error")
+
+    @torch.no_grad()
+    def check_error(self) -> float:
+        return (self.check - self.trainer.ae(self.check)).pow(2).sum(dim=1).mean().item()
+
+    @torch.no_grad()
+    def check_l0(self) -> float:
+        return (self.trainer.ae.encode(self.check) > 0).sum(dim=1).float().mean().item()
+
+    def saved(self) -> dict:
+        return {**trainer_state(self.trainer), "norm": self.norm, "check": self.check.cpu(), "limit": self.limit}
+
+
+def start_run(
+    layer: int, cell: str, values: torch.Tensor, settings: dict, device: torch.device, model: str
+) -> LayerRun:
+    """A fresh SAE for one layer, its inputs scaled by the first chunk's mean squared norm."""
+    norm = norm_factor(values)
+    trainer = build_trainer(trainer_config(settings, values.shape[1], device, model=model, layer=layer))
+    if hasattr(trainer, "dead_feature_threshold"):
+        trainer.dead_feature_threshold = settings["dead_feature_tokens"]
+    check = (values[:CHECK_TOKENS].float() / norm).to(device)
+    limit = settings["divergence_factor"] * (check - check.mean(dim=0)).pow(2).sum(dim=1).mean().item()
+    return LayerRun(layer, cell, trainer, norm, check, limit)
+
+
+def resume_run(layer: int, cell: str, saved: dict, settings: dict, device: torch.device, model: str) -> LayerRun:
+    """One layer's SAE put back in the state a previous attempt of the job saved."""
+    d_model = saved["check"].shape[1]
+    trainer = build_trainer(trainer_config(settings, d_model, device, model=model, layer=layer))
+    if hasattr(trainer, "dead_feature_threshold"):
+        trainer.dead_feature_threshold = settings["dead_feature_tokens"]
+    restore_trainer(trainer, saved)
+    return LayerRun(layer, cell, trainer, saved["norm"], saved["check"].to(device), saved["limit"])
+
+
+class Progress:
+    """Lines a person can follow in a SLURM log file: tokens done of the budget, tokens/s, time left, loss, L0."""
+
+    def __init__(self, label: str, updates: int, batch_size: int, start: int) -> None:
+        self.label, self.updates, self.batch_size, self.start = label, updates, batch_size, start
+        self.started = self.logged = time.monotonic()
+
+    def tick(self, done: int, runs: list[LayerRun]) -> None:
+        now = time.monotonic()
+        if done != self.updates and now - self.logged < PROGRESS_SECONDS:
+            return
+        self.logged = now
+        rate = (done - self.start) * self.batch_size / max(now - self.started, 1e-9)
+        left = (self.updates - done) * self.batch_size / max(rate, 1e-9)
+        layers = "; ".join(f"L{run.layer} loss {run.loss:.4g} L0 {run.check_l0():.1f}" for run in runs)
+        log.info(
+            "%s: %s of %s tokens (%.1f%%), SAE update %d/%d, %.0f tokens/s, %s left; %s",
+            self.label,
+            f"{done * self.batch_size:,}",
+            f"{self.updates * self.batch_size:,}",
+            100 * done / self.updates,
+            done,
+            self.updates,
+            rate,
+            _duration(left),
+            layers,
+        )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def train_group(
+    source: ChunkSource,
+    schedule: ChunkSchedule,
+    cells: dict[int, str],
+    settings: dict,
+    device: torch.device,
+    *,
+    model: str,
+    state: TrainingState | None = None,
+) -> dict[int, tuple[torch.nn.Module, dict, dict]]:
+    """Train one SAE per layer of `cells` in lockstep, every update's batch picked from the current chunk.
+
+    Resumes from `state` when it holds a matching saved state; saves it when due and on SIGTERM (then raises
+    TrainingInterrupted). Returns per layer the SAE (original scale), its trainer config and training stats.
+    """
+    updates, batch_size = settings["updates"], settings["batch_size"]
+    saved = state.load() if state else None
+    start = saved["update"] if saved else 0
+    chunk, _ = schedule.position(start)
+    values, loaded_rows, order = (
+        source(schedule.rows(chunk)),
+        schedule.rows(chunk),
+        torch.from_numpy(schedule.order(chunk)),
+    )
+    if saved:
+        runs = [
+            resume_run(layer, cell, saved["layers"][layer], settings, device, model) for layer, cell in cells.items()
+        ]
+        torch.set_rng_state(saved["rng"])
+        log.info("resumed from SAE update %d of %d (%s)", start, updates, state.path)
+    else:
+        runs = [start_run(layer, cell, values[layer], settings, device, model) for layer, cell in cells.items()]
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    progress = Progress(f"SAEs {', '.join(cells.values())}", updates, batch_size, start)
+    started = time.perf_counter()
+    with sigterm_requested() as stop:
+        for update in range(start, updates):
+            position, index = schedule.position(update)
+            if position != chunk:
+                chunk, rows = position, schedule.rows(position)
+                if not np.array_equal(rows, loaded_rows):
+                    values = None  # the old chunk is released before the next is captured: one buffer at a time
+                    values, loaded_rows = source(rows), rows
+                order = torch.from_numpy(schedule.order(chunk))
+            picks = order[index * batch_size : (index + 1) * batch_size]
+            for run in runs:
+                run.step(update, values[run.layer], picks, device, autocast)
+            progress.tick(update + 1, runs)
+            if stop[0] or (state is not None and state.due() and update + 1 < updates):
+                _save(state, update + 1, runs)
+                if stop[0]:
+                    log.warning(
+                        "SIGTERM after SAE update %d: stopping; a rerun resumes from the saved state", update + 1
+                    )
+                    raise TrainingInterrupted(update + 1)
+    seconds = time.perf_counter() - started
+    stats = {
+        "tokens_trained": updates * batch_size,
+        "distinct_tokens": schedule.n_rows * schedule.tokens_per_row,
+        "passes": round(updates * batch_size / (schedule.n_rows * schedule.tokens_per_row), 4),
+        "resumed_from_update": start,
+        "train_seconds": round(seconds, 3),
+        "tokens_per_second": round((updates - start) * batch_size / max(seconds, 1e-9), 1),
+    }
+    return {run.layer: _finished(run, settings, stats) for run in runs}
+
+
+def _save(state: TrainingState | None, done: int, runs: list[LayerRun]) -> None:
+    if state is None:
+        return
+    state.save({"update": done, "layers": {run.layer: run.saved() for run in runs}, "rng": torch.get_rng_state()})
+    log.info("saved the training state at SAE update %d (%s)", done, state.path)
+
+
+def _finished(run: LayerRun, settings: dict, stats: dict) -> tuple[torch.nn.Module, dict, dict]:
+    """The SAE in the activations' original scale, its trainer config and its stats."""
+    run.trainer.ae.scale_biases(run.norm)
+    saved = {**run.trainer.config, "norm_factor": run.norm, "architecture": settings["architecture"]}
+    return run.trainer.ae.float().cpu(), saved, {**stats, "dead_fraction_train": dead_fraction_in_training(run.trainer)}
+
+
 def train_sae(
     activations: torch.Tensor, settings: dict, device: torch.device, *, model: str, layer: int, cell: str
 ) -> tuple[torch.nn.Module, dict, dict]:
-    """Train one SAE on one layer's activations [tokens, d_model]; return it (original scale), its config and stats."""
-    norm = norm_factor(activations)
-    config = trainer_config(settings, activations.shape[1], device, model=model, layer=layer)
-    trainer = build_trainer(config)
-    if hasattr(trainer, "dead_feature_threshold"):
-        trainer.dead_feature_threshold = settings["dead_feature_tokens"]
-    check = (activations[:CHECK_TOKENS].float() / norm).to(device)
-    limit = settings["divergence_factor"] * (check - check.mean(dim=0)).pow(2).sum(dim=1).mean().item()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    updates = settings["updates"]
-    batches = shuffled_batches(activations, updates, settings["batch_size"], settings["seed"], device, norm)
-    started = time.perf_counter()
-    for update, batch in enumerate(tqdm(batches, total=updates, desc=f"SAE {cell}", mininterval=10)):
-        with autocast:
-            loss = trainer.update(update, batch)
-        if loss is not None:
-            _check_finite(cell, update, loss, math.inf, "training loss")
-        if update % CHECK_EVERY == 0 or update == updates - 1:
-            with torch.no_grad():
-                error = (check - trainer.ae(check)).pow(2).sum(dim=1).mean().item()
-            _check_finite(cell, update, error, limit, "reconstruction error")
-    seconds = time.perf_counter() - started
-    trainer.ae.scale_biases(norm)
-    tokens = updates * settings["batch_size"]
-    stats = {
-        "dead_fraction_train": dead_fraction_in_training(trainer),
-        "tokens_trained": tokens,
-        "distinct_tokens": len(activations),
-        "train_seconds": round(seconds, 3),
-        "tokens_per_second": round(tokens / seconds, 1),
-    }
-    saved = {**trainer.config, "norm_factor": norm, "architecture": settings["architecture"]}
-    return trainer.ae.float().cpu(), saved, stats
+    """Train one SAE on one layer's activations already in memory [tokens, d_model], passed over while the budget lasts."""
+    source, n_tokens = held_chunks({layer: activations})
+    schedule = chunk_schedule("memory", n_tokens, n_tokens, 1, settings["batch_size"], settings["seed"])
+    return train_group(source, schedule, {layer: cell}, settings, device, model=model)[layer]
 
 
 def dead_fraction_in_training(trainer) -> float | None:
@@ -189,34 +326,64 @@ def save_sae(ae: torch.nn.Module, trainer: dict, settings: dict, stats: dict, ce
 
 
 def train_layer_group(
-    checkpoint: Path, tokens: Path, settings: dict, manifest_path: Path, *, model: str, step: int
+    checkpoint: Path,
+    tokens: Path,
+    settings: dict,
+    manifest_path: Path,
+    *,
+    model: str,
+    step: int,
+    save_every_minutes: float,
 ) -> dict:
-    """One forward pass over the SAE split feeds every layer of the group; each SAE lands in its own cell's folder.
+    """One forward pass per chunk of the SAE split feeds every layer of the group; each SAE lands in its own cell's
+    folder.
 
-    The group is named by its manifest (layout.sae_group), which is written last: its presence means every
-    SAE of the group is complete.
+    The group is named by its manifest (layout.sae_group), which is written last: its presence means every SAE of
+    the group is complete. The training state beside it (layout.training_state) lets a retry resume.
     """
     folders = group_sae_dirs(manifest_path)
     layers = list(folders)
     device = resolve_device(settings["device"])
-    network = load_model(checkpoint, device, forward_dtype(device, settings["gpu_dtype"]))
-    recipe, context = settings["sae"], settings["tokens"]
+    recipe, context, buffer = settings["sae"], settings["tokens"], settings["buffer"]
     kept = context["seq_len"] - context["exclude_first"]
-    rows = -(-recipe["tokens"] // kept)  # enough rows for the budget in kept positions, if the split holds them
-    ids = token_rows(tokens, checkpoint, SAE_SPLIT, rows * context["seq_len"], context["seq_len"])
-    check_budget(recipe, ids.shape[0] * (ids.shape[1] - context["exclude_first"]), tokens)  # fails before the forward
-    activations = layer_activations(network, ids, layers, settings["forward_batch_size"], context["exclude_first"])
-    del network
-    manifest = {"model": model, "step": step, "layers": layers, "tokens": int(ids.numel()), "cells": {}}
-    for layer in layers:
-        cell = cell_name(model, step, layer)
-        ae, trainer, stats = train_sae(
-            activations.pop(layer), settings["sae"], device, model=model, layer=layer, cell=cell
-        )
-        save_sae(ae, trainer, settings["sae"], stats, cell, Path(folders[layer]))
+    ids = token_rows(
+        tokens, checkpoint, SAE_SPLIT, rows_wanted(buffer, recipe, kept) * context["seq_len"], context["seq_len"]
+    )
+    check_budget(recipe, ids.shape[0] * kept, tokens)  # fails before the model is loaded
+    schedule = chunk_schedule(
+        buffer["mode"], buffer["buffer_tokens"], len(ids), kept, recipe["batch_size"], recipe["seed"]
+    )
+    network, metadata = load_truncated(checkpoint, device, forward_dtype(device, settings["gpu_dtype"]), max(layers))
+    source = forward_chunks(network, ids, layers, settings["forward_batch_size"], context["exclude_first"])
+    state = TrainingState(
+        training_state(manifest_path), state_key(settings, layers, metadata["fingerprint"], ids), save_every_minutes
+    )
+    cells = {layer: cell_name(model, step, layer) for layer in layers}
+    log.info(
+        "%s step %d layers %s: %d SAE updates of %d tokens, %s mode, chunks of %d rows x %d tokens, %.2f passes over"
+        " %d rows; model truncated after block %d (%d parameters in the checkpoint)",
+        model,
+        step,
+        layers,
+        recipe["updates"],
+        recipe["batch_size"],
+        buffer["mode"],
+        schedule.rows_per_chunk,
+        kept,
+        recipe["tokens"] / (len(ids) * kept),
+        len(ids),
+        max(layers),
+        metadata["n_params"],
+    )
+    trained = train_group(source, schedule, cells, recipe, device, model=model, state=state)
+    manifest = {"model": model, "step": step, "layers": layers, "tokens": int(ids.numel()), "checkpoint": metadata}
+    manifest["cells"] = {}
+    for layer, (ae, trainer, stats) in trained.items():
+        save_sae(ae, trainer, recipe, stats, cells[layer], Path(folders[layer]))
         manifest["cells"][str(layer)] = stats
-        log.info("trained SAE %s: %s", cell, stats)
+        log.info("trained SAE %s: %s", cells[layer], stats)
     write_json(manifest, manifest_path)
+    state.remove()
     return manifest
 
 

@@ -7,6 +7,12 @@ category labels among target *words* (all contexts of a word move together), so 
 that fires on one word, or on an arbitrary set of words, scores alike under both and only a
 feature that groups the words of one category beats the null.
 
+Two controls judge a cell on words it never scored on: the probe items are split into folds by word
+(probe_baseline.word_folds); each fold's held-out words are predicted by a linear probe on the raw activations
+(probe_baseline) and by the SAE feature with the best F1 on the other folds' items (c where it fires). Every item is
+predicted once, by its own fold; the score is the F1 of those predictions, its null the `null_quantile` of the
+same cross-validated score under `heldout_permutations` word-level label permutations, the folds kept.
+
 Beside the scores, each cell's SAE quality on the held-out evaluation split: variance explained, L0, dead
 features and reconstruction error of its activations (sae.quality), and its downstream quality, the
 next-token loss with the SAE spliced into the residual stream (featurebirth.downstream).
@@ -27,6 +33,7 @@ from .downstream import clean_reference, downstream_quality, sae_reconstruction
 from .io import atomic_path, read_json
 from .layout import CONTROL, SAE_CONFIG, group_sae_dirs
 from .models import checkpoint_metadata, forward_dtype, load_model, load_tokenizer, resolve_device
+from .probe_baseline import out_of_fold, probe_logits, training_masks, word_folds
 from .sae import load_sae, quality
 
 
@@ -118,6 +125,72 @@ def score_codes(
     )
 
 
+def check_heldout_words(labels: np.ndarray, words: np.ndarray, categories: list[str]) -> None:
+    """Refuse a category with fewer than two probe words: held-out scoring has no unseen word of it to try."""
+    counts = {c: len(np.unique(words[labels == c])) for c in categories}
+    few = {c: n for c, n in counts.items() if n < 2}
+    if few:
+        raise ValueError(f"held-out scoring needs at least two probe words per category; these have fewer: {few}")
+
+
+def label_sets(
+    labels: np.ndarray, words: np.ndarray, categories: list[str], n_permutations: int, seed: int
+) -> np.ndarray:
+    """[1 + permutations, items, categories] 0/1: the true labels, then seeded word-level permutations of them."""
+    rng = np.random.default_rng(seed)
+    sets = [labels] + [permuted_labels(labels, words, rng) for _ in range(n_permutations)]
+    return np.stack([one_hot(s, categories) for s in sets])
+
+
+def paired_f1(predicted: np.ndarray, positives: np.ndarray) -> np.ndarray:
+    """F1 of each category's predictions against its own labels, [..., items, C] -> [..., C] (0 where undefined)."""
+    hits = (predicted * positives).sum(-2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = 2 * hits / (predicted.sum(-2) + positives.sum(-2))
+    return np.nan_to_num(f1)
+
+
+def heldout_sae_predictions(fires: np.ndarray, targets: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """[B, items, C]: on each fold's items, whether the feature with the best F1 on the other folds' items fires."""
+    n_sets, n_items, n_categories = targets.shape
+    flat = targets.transpose(1, 0, 2).reshape(n_items, n_sets * n_categories)
+    predicted = np.zeros((n_items, n_sets * n_categories), dtype=bool)
+    for fold in np.unique(folds):
+        test = folds == fold
+        best = f1_matrix(fires[~test], flat[~test])[2].argmax(axis=0)
+        predicted[test] = fires[test][:, best]
+    return predicted.reshape(n_items, n_sets, n_categories).transpose(1, 0, 2)
+
+
+def heldout_scores(
+    activations: np.ndarray,
+    codes: np.ndarray,
+    labels: np.ndarray,
+    words: np.ndarray,
+    categories: list[str],
+    settings: dict,
+    device: torch.device,
+) -> xr.Dataset:
+    """probe_score, probe_null, probe_auroc, heldout_score and heldout_null of one cell, over word-grouped folds."""
+    folds = word_folds(labels, words, settings["folds"], settings["seed"])
+    targets = label_sets(labels, words, categories, settings["heldout_permutations"], settings["seed"])
+    train = training_masks(folds, settings["folds"])
+    logits = out_of_fold(probe_logits(activations, targets, train, settings["probe_l2"], device), folds)
+    probe = paired_f1(logits > 0, targets)
+    sae = paired_f1(heldout_sae_predictions(codes > 0, targets, folds), targets)
+    quantile, columns = settings["null_quantile"], np.arange(len(categories))
+    return xr.Dataset(
+        {
+            "probe_score": ("category", probe[0]),
+            "probe_null": ("category", np.quantile(probe[1:], quantile, axis=0)),
+            "probe_auroc": ("category", auroc_matrix(logits[0], targets[0])[columns, columns]),
+            "heldout_score": ("category", sae[0]),
+            "heldout_null": ("category", np.quantile(sae[1:], quantile, axis=0)),
+        },
+        coords={"category": categories},
+    )
+
+
 def encode(ae: torch.nn.Module, activations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """SAE codes [items, F] of the activations and the unit decoder directions [F, d_model]."""
     device = ae.decoder.weight.device
@@ -135,11 +208,14 @@ def score_layer(
     words: np.ndarray,
     settings: dict,
 ) -> xr.Dataset:
-    """One cell: category scores of its SAE on the probe activations, and its quality on held-out activations."""
+    """One cell: category scores of its SAE on the probe activations, the held-out controls (a linear probe, the
+    SAE on unseen words), and the SAE's quality on held-out activations."""
     codes, directions = encode(ae, probes)
     scores = score_codes(codes, labels, words, settings["categories"], settings["scoring"])
+    device = ae.decoder.weight.device
+    scores.update(heldout_scores(probes, codes, labels, words, settings["categories"], settings["scoring"], device))
     scores["best_direction"] = (("category", "hidden"), directions[scores["best_feature"].values].astype(np.float32))
-    for name, value in quality(ae, held_out.to(ae.decoder.weight.device).float()).items():
+    for name, value in quality(ae, held_out.to(device).float()).items():
         scores[name] = value
     return scores
 
@@ -180,6 +256,7 @@ def score_step(
     unknown = sorted(set(labels.tolist()) - set(settings["categories"]) - {CONTROL})
     if unknown:
         raise ValueError(f"probe file {probes} holds categories {unknown} that the config does not list")
+    check_heldout_words(labels, words, settings["categories"])
     probe_acts = probe_activations(network, load_tokenizer(checkpoint), items, settings["forward_batch_size"])
     evaluation = settings["evaluation"]
     ids = token_rows(eval_tokens, checkpoint, EVAL_SPLIT, evaluation["tokens"], evaluation["seq_len"], spread=True)

@@ -7,8 +7,9 @@ import xarray as xr
 from rich.console import Console
 from rich.table import Table
 
+from . import emergence as em
 from .analysis import Analysis
-from .tables import summary_frame
+from .tables import probe_table, summary_frame
 
 
 def _cell(value: object) -> str:
@@ -19,10 +20,12 @@ def _cell(value: object) -> str:
 
 
 def print_summary(cube: xr.Dataset, analysis: Analysis, console: Console | None = None) -> None:
-    """Each category's emergence step, emergence layer, scale threshold and reactivations, per model."""
+    """Each category's emergence step, emergence layer, scale threshold and reactivations, per model, and the
+    emergence steps of the held-out controls (the SAE and the linear probe on unseen words)."""
     console = console or Console()
     settings = analysis.settings
     frame, summary = summary_frame(cube, analysis)
+    controls = probe_table(cube, analysis).set_index(["model", "category"])
     final = summary["final_step"]
     console.print(
         f"represented: score >= {settings['tau']}, score - null >= {settings['margin']}, "
@@ -38,6 +41,7 @@ def print_summary(cube: xr.Dataset, analysis: Analysis, console: Console | None 
             f"layer @ step {final}",
             f"scale @ step {final}",
             "reactivations l1>l2>l3@step",
+            "held-out words: SAE / probe step",
         ):
             table.add_column(header, overflow="fold")
         for row in rows.itertuples():
@@ -50,5 +54,6 @@ def print_summary(cube: xr.Dataset, analysis: Analysis, console: Console | None 
                 _cell(row.emergence_layer),
                 _cell(row.scale_model),
                 _cell(row.reactivations),
+                " / ".join(_cell(controls.loc[(model, row.category), f"{r}_emergence_step"]) for r in em.CONTROLS),
             )
         console.print(table)

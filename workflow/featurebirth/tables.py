@@ -51,6 +51,22 @@ SUMMARY_COLUMNS = {
     "scale_threshold": "its parameter count; empty if none",
     "reactivations": "reactivation events (l1>l2>l3@step)",
 }
+PROBE_COLUMNS = {
+    "model": "configured model name",
+    "category": "planted category",
+    "planted_frequency": "relative planted frequency",
+    "sae_emergence_step": "earliest emergence step of the SAE score (best feature chosen and scored on every word); "
+    "empty if never",
+    "heldout_emergence_step": "earliest emergence step of the SAE on held-out words (feature chosen on the other "
+    "folds' words); empty if never",
+    "probe_emergence_step": "earliest emergence step of the linear probe on held-out words; empty if never",
+    "sae_emergence_layer": "the layer of sae_emergence_step (shallowest on ties); empty if never",
+    "heldout_emergence_layer": "the layer of heldout_emergence_step; empty if never",
+    "probe_emergence_layer": "the layer of probe_emergence_step; empty if never",
+    "lag": "heldout_emergence_step - probe_emergence_step (optimizer steps): how long the SAE trails the probe on "
+    "the same held-out words (negative: it leads); empty if either never emerges",
+    "lag_in_sample": "sae_emergence_step - probe_emergence_step; empty if either never emerges",
+}
 
 
 TITLES = {
@@ -59,6 +75,7 @@ TITLES = {
     "scale_thresholds": "Scale: smallest represented model per (step, category), overall and per relative-depth bin",
     "reactivation": "Reactivation: represented, dipped, represented again across layers",
     "summary_table": "Per (model, category): the four answers",
+    "probe_baseline": "Probe baseline: emergence of the SAE and of a linear probe per (model, category), and the lag",
 }
 INTEGER_COLUMNS = (
     "step",
@@ -68,6 +85,14 @@ INTEGER_COLUMNS = (
     "emergence_layer",
     "tokens_seen",
     "scale_threshold",
+    "sae_emergence_step",
+    "heldout_emergence_step",
+    "probe_emergence_step",
+    "sae_emergence_layer",
+    "heldout_emergence_layer",
+    "probe_emergence_layer",
+    "lag",
+    "lag_in_sample",
     "l1",
     "l2",
     "l3",
@@ -123,6 +148,25 @@ def scale_table(analysis: Analysis) -> pd.DataFrame:
     return thresholds.to_dataframe(dim_order=["depth_bin", "step", "category"]).reset_index()
 
 
+def probe_table(cube: xr.Dataset, analysis: Analysis) -> pd.DataFrame:
+    """One row per (model, category): earliest emergence of the SAE, the SAE on held-out words and the probe."""
+    steps = analysis.control_earliest_step
+    layers = analysis.control_earliest_layer
+    columns = {
+        "sae_emergence_step": analysis.earliest_step,
+        "heldout_emergence_step": steps.sel(readout="heldout", drop=True),
+        "probe_emergence_step": steps.sel(readout="probe", drop=True),
+        "sae_emergence_layer": analysis.earliest_layer,
+        "heldout_emergence_layer": layers.sel(readout="heldout", drop=True),
+        "probe_emergence_layer": layers.sel(readout="probe", drop=True),
+    }
+    frame = xr.Dataset(columns).to_dataframe().reset_index()
+    frame["planted_frequency"] = frame["category"].map(cube["planted_frequency"].to_series())
+    frame["lag"] = frame["heldout_emergence_step"] - frame["probe_emergence_step"]
+    frame["lag_in_sample"] = frame["sae_emergence_step"] - frame["probe_emergence_step"]
+    return frame
+
+
 def summary_frame(cube: xr.Dataset, analysis: Analysis) -> tuple[pd.DataFrame, dict]:
     """Per (model, category): the four answers in one row; plus the JSON summary."""
     layers = analysis.emergence_layer.isel(step=-1)
@@ -176,6 +220,7 @@ def write_tables(cube: xr.Dataset, analysis: Analysis, folder: str | Path) -> di
         "scale_thresholds": (scale_table(analysis), SCALE_COLUMNS),
         "reactivation": (analysis.reactivation, em.REACTIVATION_COLUMNS),
         "summary_table": (frame, SUMMARY_COLUMNS),
+        "probe_baseline": (probe_table(cube, analysis), PROBE_COLUMNS),
     }
     for name, (table, columns) in tables.items():
         write_table(table, columns, Path(in_tables(folder, name)), TITLES[name])

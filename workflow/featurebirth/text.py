@@ -144,37 +144,50 @@ def split_documents(n_documents: int, eval_documents: int, probe_documents: int,
     return {"sae": train, "eval": np.sort(held_out[:eval_documents]), "probe": np.sort(held_out[eval_documents:])}
 
 
-def pack(token_lists: list[list[int]], eos: int, seq_len: int) -> np.ndarray:
-    """Documents joined with EOS (one after each) and cut into rows of seq_len; the incomplete last row is dropped."""
-    flat = np.fromiter((t for tokens in token_lists for t in (*tokens, eos)), dtype=np.int32)
+def joined(token_lists: list[list[int]], eos: int) -> np.ndarray:
+    """Documents' token ids, each followed by EOS, as one int32 array."""
+    return np.fromiter((t for tokens in token_lists for t in (*tokens, eos)), dtype=np.int32)
+
+
+def rows_of(flat: np.ndarray, seq_len: int) -> np.ndarray:
+    """A flat array cut into rows of seq_len; the incomplete last row is dropped."""
     rows = len(flat) // seq_len
     return flat[: rows * seq_len].reshape(rows, seq_len)
+
+
+def tokenized(docs: list[str], tokenizer, limit: int | None) -> tuple[np.ndarray, int]:
+    """The documents tokenized and joined with EOS, in batches, stopping after the batch that reaches `limit`
+    tokens (None: every document): (int32 ids, documents used). Held as arrays, never as Python lists of all ids."""
+    pieces, total, used = [], 0, 0
+    for start in range(0, len(docs), TOKENIZE_BATCH):
+        batch = tokenizer(docs[start : start + TOKENIZE_BATCH], add_special_tokens=False)["input_ids"]
+        pieces.append(joined(batch, tokenizer.eos_token_id))
+        total, used = total + len(pieces[-1]), used + len(batch)
+        if limit is not None and total >= limit:
+            break
+    return (np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)), used
 
 
 def tokenize_text(pointer: Path, tokenizer, settings: dict, outputs: dict[str, Path]) -> dict[str, int]:
     """Split the pointer's documents, tokenize each part once with `tokenizer`, pack it; write one file per part.
 
-    Returns the packed tokens per part.
+    The SAE part stops after the documents that reach `sae_tokens` (what the largest budget can read): a large
+    shard is not tokenized whole. Returns the packed tokens per part.
     """
     text = settings["text"]
     docs = [doc for path in read_json(pointer)["files"] for doc in documents(Path(path), text["field"])]
     parts = split_documents(len(docs), text["eval_documents"], text["probe_documents"], settings["seed"])
     sizes = {}
     for part, indices in parts.items():
-        chosen = [docs[i] for i in indices]
-        ids = [
-            tokens
-            for start in range(0, len(chosen), TOKENIZE_BATCH)
-            for tokens in tokenizer(chosen[start : start + TOKENIZE_BATCH], add_special_tokens=False)["input_ids"]
-        ]
-        packed = pack(ids, tokenizer.eos_token_id, settings["seq_len"])
+        flat, used = tokenized([docs[i] for i in indices], tokenizer, settings["sae_tokens"] if part == "sae" else None)
+        packed = rows_of(flat, settings["seq_len"])
         if not len(packed):
             raise TextSourceError(f"the {part} documents hold fewer tokens than one context of {settings['seq_len']}")
         with atomic_path(outputs[part]) as tmp, h5py.File(tmp, "w") as handle:
             handle.create_dataset(part, data=packed, track_times=False)
             handle.attrs.update(
                 {
-                    "documents": len(chosen),
+                    "documents": used,
                     "tokens": packed.size,
                     "eos": tokenizer.eos_token_id,
                     "tokenizer": tokenizer_fingerprint(tokenizer),

@@ -19,10 +19,10 @@ from featurebirth.config import (
     figure_settings,
     hub_settings,
     is_generated,
-    layer_groups,
     model_layers,
     model_spec,
     probe_settings,
+    sae_job_groups,
     sae_training_settings,
     scoring_settings,
     text_check_settings,
@@ -122,15 +122,15 @@ def sae_groups(model: str, step: int) -> tuple[str, ...]:
 
     Groups already trained are known by their manifests' names (layout.trained_groups: which files
     exist, never what they hold); the studied layers they leave out are cut into new groups of
-    sae.layers_per_job. So adding a layer trains only that layer, and a trained group keeps its name.
+    sae.layers_per_job (config.sae_job_groups, which the cost plan uses too). So adding a layer trains only
+    that layer, and a trained group keeps its name.
     """
-    studied = model_layers(config, model)
-    trained = [group for group in layout.trained_groups(RESULTS, model, step) if set(group) & set(studied)]
-    for group in trained:
-        check_complete(model, step, group)
-    covered = {layer for group in trained for layer in group}
-    missing = [layer for layer in studied if layer not in covered]
-    return tuple(layout.layer_group(group) for group in trained + layer_groups(config, model, missing))
+    trained = layout.trained_groups(RESULTS, model, step)
+    groups = sae_job_groups(config, model, trained)
+    for group in groups:
+        if group in trained:
+            check_complete(model, step, group)
+    return tuple(layout.layer_group(group) for group in groups)
 
 
 def check_complete(model: str, step: int, group: list[int]) -> None:

@@ -1,7 +1,8 @@
 """Sparse autoencoders, trained with dictionary-learning: one job per layer group of a (model, step).
 
-One forward pass over the SAE split feeds every layer of the group (sae.layers_per_job); each SAE
-lands in its own cell's folder, and the group's manifest, written last, is the job's output.
+One forward pass over the SAE split, streamed chunk by chunk (activations.mode), feeds every layer of the
+group (sae.layers_per_job); each SAE lands in its own cell's folder, and the group's manifest, written last, is
+the job's output. A retry resumes from the training state the previous attempt saved beside it.
 """
 
 
@@ -20,9 +21,11 @@ rule train_saes:
     resources:
         mem_mb=model_grows("mem_mb", 4000),
         runtime=model_grows("runtime", 60),
+        # job shape, not a rerun trigger (params are): changing the interval retrains nothing
+        save_every_minutes=config["sae"]["save_every_minutes"],
     params:
         settings=per_model(sae_training_settings),
     shell:
         "python -m featurebirth --threads {threads} train-saes --model {wildcards.model} --step {wildcards.step}"
         " --checkpoint {input.checkpoint} --tokens {input.tokens} --settings {params.settings} --manifest {output}"
-        " > {log} 2>&1"
+        " --save-every-minutes {resources.save_every_minutes} > {log} 2>&1"
