@@ -15,16 +15,23 @@ from test_emergence import HIGH, LOW, MID, SETTINGS, STEPS5, cube_of, over_layer
 
 from featurebirth import emergence as em
 from featurebirth import figures, layout
-from featurebirth.analysis import ARRAY_FIELDS, analyse, read_analysis, write_analysis
+from featurebirth.analysis import (
+    ARRAY_FIELDS,
+    analyse,
+    analyse_probe_sets,
+    read_analyses,
+    read_analysis,
+    write_analyses,
+)
 from featurebirth.cube import duplicate_steps
 from featurebirth.summary import print_summary
 from featurebirth.tables import (
     EMERGENCE_LAYER_COLUMNS,
     EMERGENCE_STEP_COLUMNS,
     PROBE_COLUMNS,
+    PROBE_SET_COLUMN,
     SCALE_COLUMNS,
     SUMMARY_COLUMNS,
-    summary_frame,
     write_tables,
 )
 
@@ -36,6 +43,16 @@ TABLES = {
     "summary_table": SUMMARY_COLUMNS,
     "probe_baseline": PROBE_COLUMNS,
 }
+
+
+def with_probe_sets(cube: xr.Dataset, sets: tuple[str, ...] = ("template",)) -> xr.Dataset:
+    """A one-probe-set cube as the cube stage writes it: along probe_set (each set the same scores)."""
+    return cube.expand_dims(probe_set=list(sets))
+
+
+def tables_of(cube: xr.Dataset, analysis, tmp_path: Path) -> dict:
+    """write_tables of a one-probe-set cube and its analysis, as the template set."""
+    return write_tables(with_probe_sets(cube), {"template": analysis}, layout.tables_dir(tmp_path))
 
 
 def planted_order_cube() -> xr.Dataset:
@@ -87,10 +104,13 @@ def duplicate_cube() -> xr.Dataset:
 @pytest.mark.parametrize("make_cube", [rich_cube, planted_order_cube, duplicate_cube, lambda: equal_size_cube(())])
 def test_write_then_read_is_lossless(make_cube, tmp_path):
     analysis = analyse(make_cube(), {**SETTINGS, "allow_duplicate_checkpoints": True})
+    other = analyse(make_cube(), {**SETTINGS, "allow_duplicate_checkpoints": True, "tau": 0.9})
     path = Path(layout.analysis_path(tmp_path))
-    write_analysis(analysis, path)
+    write_analyses({"template": analysis, "mined": other}, path)
     assert list(path.parent.iterdir()) == [path]  # written under a temporary name, then renamed
-    back = read_analysis(path)
+    assert list(read_analyses(path)) == ["template", "mined"]
+    assert read_analysis(path, "mined").equals(other) and not read_analysis(path, "mined").equals(analysis)
+    back = read_analysis(path, "template")
     for name in ARRAY_FIELDS:
         xr.testing.assert_identical(getattr(back, name), getattr(analysis, name))
         assert getattr(back, name).dtype == getattr(analysis, name).dtype
@@ -101,7 +121,7 @@ def test_write_then_read_is_lossless(make_cube, tmp_path):
         analysis.duplicates,
     )
     assert back.equals(analysis)
-    with xr.open_dataset(path, engine="h5netcdf") as stored:
+    with xr.open_dataset(path, engine="h5netcdf", group="template") as stored:
         assert json.loads(stored.attrs["settings"]) == {**SETTINGS, "allow_duplicate_checkpoints": True}
         assert stored.sizes["event"] == len(analysis.reactivation)
 
@@ -172,8 +192,8 @@ def test_min_ce_recovered_moves_emergence_and_nan_ratios_pass(tmp_path):
     assert analysis.represented.sel(step=0).sum() == 0
     assert bool(em.healthy(cube, settings).sel(model="m", step=0, layer=0))
     assert analysis.settings["min_ce_recovered"] == 0.8
-    write_analysis(analysis, tmp_path / "analysis.nc")
-    assert read_analysis(tmp_path / "analysis.nc").equals(analysis)
+    write_analyses({"template": analysis}, tmp_path / "analysis.nc")
+    assert read_analysis(tmp_path / "analysis.nc", "template").equals(analysis)
 
 
 @pytest.mark.parametrize(
@@ -193,7 +213,7 @@ def test_scale_threshold_names_the_represented_model_among_equal_sizes(represent
     analysis = analyse(cube, SETTINGS)
     assert analysis.scale_model.sel(step=3, category="c0", depth_bin="all").item() == expected
     assert analysis.scale_threshold.sel(step=3, category="c0", depth_bin="all").item() == 10
-    write_tables(cube, analysis, layout.tables_dir(tmp_path))
+    tables_of(cube, analysis, tmp_path)
     scale = pd.read_csv(layout.table_path(tmp_path, "scale_thresholds"), sep="\t", comment="#")
     assert scale.loc[scale["depth_bin"] == "all", ["scale_model", "scale_threshold"]].values.tolist() == [
         [expected, 10]
@@ -202,7 +222,7 @@ def test_scale_threshold_names_the_represented_model_among_equal_sizes(represent
     assert summary[["scale_model", "scale_threshold"]].values.tolist() == [[expected, 10], [expected, 10]]
 
 
-def test_duplicate_checkpoints_are_refused_unless_allowed():
+def test_duplicate_checkpoints_are_refused_unless_allowed(tmp_path):
     cube = duplicate_cube()
     assert cube["duplicate_checkpoint"].values.tolist() == [[False, False, True, True, False]]
     with pytest.raises(em.DuplicateCheckpointError, match=r"m step 2 \(f2\), m step 4 \(f2\)"):
@@ -211,18 +231,46 @@ def test_duplicate_checkpoints_are_refused_unless_allowed():
     assert int(allowed.represented.sum()) == 4
     expected = [{"model": "m", "step": 2, "fingerprint": "f2"}, {"model": "m", "step": 4, "fingerprint": "f2"}]
     assert allowed.duplicates == expected
-    _, summary = summary_frame(cube, allowed)
+    summary = write_tables(with_probe_sets(cube), {"template": allowed}, layout.tables_dir(tmp_path))
     assert summary["duplicate_checkpoints"] == expected
+
+
+def test_every_probe_set_is_analysed_on_its_own_and_tabled_side_by_side(tmp_path):
+    template = planted_order_cube()
+    mined = planted_order_cube()
+    mined["score"][0, :, 0, 0] = LOW  # on mined contexts c0 never emerges; the rest as on the templates
+    cube = xr.concat([template, mined], "probe_set").assign_coords(probe_set=["template", "mined"])
+    cube = cube.assign_coords(probe_words=(("probe_set", "category"), [[3, 3, 3, 3], [3, 3, 3, 1]]))
+    analyses = analyse_probe_sets(cube, SETTINGS)
+    assert list(analyses) == ["template", "mined"]
+    assert analyses["template"].equals(analyse(template, SETTINGS))
+    assert analyses["mined"].earliest_step.sel(model="m").fillna(-1).values.tolist() == [-1, 2, 4, -1]
+    summary = write_tables(cube, analyses, layout.tables_dir(tmp_path))
+    table = pd.read_csv(layout.table_path(tmp_path, "summary_table"), sep="\t", comment="#")
+    steps = table.set_index(["probe_set", "category"])["earliest_emergence_step"].fillna(-1).astype(int)
+    assert steps.to_dict() == {
+        **{("template", c): s for c, s in zip(["c0", "c1", "c2", "c3"], [1, 2, 4, -1])},
+        **{("mined", c): s for c, s in zip(["c0", "c1", "c2", "c3"], [-1, 2, 4, -1])},
+    }
+    emergence = pd.read_csv(layout.table_path(tmp_path, "emergence_steps"), sep="\t", comment="#")
+    assert emergence["probe_set"].value_counts().to_dict() == {"template": 4, "mined": 4}
+    assert list(summary["probe_sets"]) == ["template", "mined"]
+    assert summary["probe_sets"]["template"]["not_scored"] == {}
+    assert summary["probe_sets"]["mined"]["not_scored"] == {"c3": 1}  # one word with contexts: reported
+    assert (
+        summary["probe_sets"]["mined"]["represented_cells"]
+        == summary["probe_sets"]["template"]["represented_cells"] - 4
+    )
 
 
 def test_tables_are_cut_from_the_analysis(tmp_path):
     cube = planted_order_cube()
-    summary = write_tables(cube, analyse(cube, SETTINGS), layout.tables_dir(tmp_path))
+    summary = tables_of(cube, analyse(cube, SETTINGS), tmp_path)
     for name, columns in TABLES.items():
         path = Path(layout.table_path(tmp_path, name))
         header = [line for line in path.read_text().splitlines() if line.startswith("#")]
-        assert header[1:] == [f"# {column}: {text}" for column, text in columns.items()]
-        assert pd.read_csv(path, sep="\t", comment="#").columns.tolist() == list(columns)
+        assert header[1:] == [f"# {column}: {text}" for column, text in (PROBE_SET_COLUMN | columns).items()]
+        assert pd.read_csv(path, sep="\t", comment="#").columns.tolist() == ["probe_set", *columns]
     steps = pd.read_csv(layout.table_path(tmp_path, "emergence_steps"), sep="\t", comment="#")
     assert steps["emergence_step"].tolist()[:3] == [1, 2, 4]
     assert steps["tokens_seen"].tolist()[:3] == [1000, 2000, 4000]
@@ -236,11 +284,18 @@ def test_tables_are_cut_from_the_analysis(tmp_path):
     assert json.loads(Path(layout.summary_path(tmp_path)).read_text()) == summary
     assert summary["settings"] == SETTINGS
     assert summary["final_step"] == 8
-    assert (summary["represented_cells"], summary["represented_at_step0"], summary["reactivation_events"]) == (9, 0, 0)
-    assert summary["spearman_frequency_vs_emergence_step"]["m"]["rho"] == pytest.approx(-1.0)
-    assert [row["earliest_emergence_step"] for row in summary["categories"]] == [1, 2, 4, None]
-    assert [row["earliest_emergence_layer"] for row in summary["categories"]] == [0, 0, 0, None]
-    assert [(row["scale_model"], row["scale_threshold"]) for row in summary["categories"]] == [("m", 10)] * 3 + [
+    assert list(summary["probe_sets"]) == ["template"]
+    template = summary["probe_sets"]["template"]
+    assert (template["represented_cells"], template["represented_at_step0"], template["reactivation_events"]) == (
+        9,
+        0,
+        0,
+    )
+    assert template["spearman_frequency_vs_emergence_step"]["m"]["rho"] == pytest.approx(-1.0)
+    assert template["not_scored"] == {}
+    assert [row["earliest_emergence_step"] for row in template["categories"]] == [1, 2, 4, None]
+    assert [row["earliest_emergence_layer"] for row in template["categories"]] == [0, 0, 0, None]
+    assert [(row["scale_model"], row["scale_threshold"]) for row in template["categories"]] == [("m", 10)] * 3 + [
         (None, None)
     ]
 
@@ -252,7 +307,7 @@ def test_probe_table_gives_the_lag_of_the_held_out_sae_behind_the_probe(tmp_path
         probe[first:, 0, category] = HIGH
     cube["probe_score"][0] = probe
     cube["heldout_score"][0, :, 0, 2] = LOW  # on held-out words the SAE never finds c2
-    write_tables(cube, analyse(cube, SETTINGS), layout.tables_dir(tmp_path))
+    tables_of(cube, analyse(cube, SETTINGS), tmp_path)
     table = pd.read_csv(layout.table_path(tmp_path, "probe_baseline"), sep="\t", comment="#")
     assert table["category"].tolist() == ["c0", "c1", "c2", "c3"]
     columns = ["sae_emergence_step", "heldout_emergence_step", "probe_emergence_step", "lag", "lag_in_sample"]
@@ -268,7 +323,7 @@ def test_probe_table_gives_the_lag_of_the_held_out_sae_behind_the_probe(tmp_path
 def test_scale_table_has_one_row_per_depth_bin_step_and_category(tmp_path):
     small, large = np.array([[[LOW], [HIGH]]]), np.array([[[HIGH], [LOW], [LOW], [LOW]]])
     cube = cube_of({"small": small, "large": large}, {"small": 100, "large": 1000}, [7])
-    write_tables(cube, analyse(cube, SETTINGS), layout.tables_dir(tmp_path))
+    tables_of(cube, analyse(cube, SETTINGS), tmp_path)
     scale = pd.read_csv(layout.table_path(tmp_path, "scale_thresholds"), sep="\t", comment="#", keep_default_na=False)
     assert scale["depth_bin"].tolist() == ["all", "0-33%", "33-67%", "67-100%"]
     assert scale["scale_model"].tolist() == ["small", "large", "", "small"]
@@ -277,7 +332,7 @@ def test_scale_table_has_one_row_per_depth_bin_step_and_category(tmp_path):
 
 def test_reactivation_table_lists_the_events(tmp_path):
     cube = one_dip_cube()
-    write_tables(cube, analyse(cube, SETTINGS), layout.tables_dir(tmp_path))
+    tables_of(cube, analyse(cube, SETTINGS), tmp_path)
     events = pd.read_csv(layout.table_path(tmp_path, "reactivation"), sep="\t", comment="#")
     assert events[["model", "step", "category", "l1", "l2", "l3"]].values.tolist() == [["m", 3, "c0", 0, 1, 2]]
     assert events[["score_l1", "score_l2", "score_l3", "cosine_l3_l1"]].values.tolist() == [[HIGH, LOW, HIGH, 0.75]]
@@ -329,20 +384,20 @@ def test_tables_and_summary_do_not_recompute(tmp_path, forbid_recomputation):
     forbid_recomputation()
     with pytest.raises(AssertionError, match="recomputed"):
         em.represented(cube, SETTINGS)
-    summary = write_tables(cube, analysis, layout.tables_dir(tmp_path))
-    assert (summary["settings"]["tau"], summary["represented_cells"]) == (0.8, 9)
+    summary = tables_of(cube, analysis, tmp_path)
+    assert (summary["settings"]["tau"], summary["probe_sets"]["template"]["represented_cells"]) == (0.8, 9)
     console = Console(record=True, width=200, file=io.StringIO())
-    print_summary(cube, analysis, console)
+    print_summary(cube, analysis, "template", console)
     assert "score >= 0.8" in console.export_text()
 
 
 def test_print_summary_shows_the_analysis(tmp_path):
     cube = planted_order_cube()
     console = Console(record=True, width=200, file=io.StringIO())
-    print_summary(cube, analyse(cube, {**SETTINGS, "tau": 0.9}), console)
+    print_summary(cube, analyse(cube, {**SETTINGS, "tau": 0.9}), "template", console)
     text = console.export_text()
-    assert "represented: score >= 0.9, score - null >= 0.2, SAE variance explained >= 0.5; persistence 1" in text
-    assert "m  (Spearman planted frequency vs emergence step: -1)" in text
+    assert "probe set template: represented: score >= 0.9, score - null >= 0.2, SAE variance explained >= 0.5; " in text
+    assert "m, template probes  (Spearman frequency vs emergence step: -1)" in text
     rows = [line.split("│")[1:-1] for line in text.splitlines() if line.startswith("│")]
     assert [[cell.strip() for cell in row] for row in rows] == [
         ["c0", "1", "1 (layer 0)", "0", "m", "-", "1 / 1"],
@@ -473,3 +528,15 @@ def test_quality_heatmaps_are_written_as_png(tmp_path):
     cube = quality_cube()
     figures.quality_heatmaps(cube, analyse(cube, SETTINGS), "m", tmp_path / "quality.png", 50)
     assert (tmp_path / "quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_figures_draw_the_configured_probe_set_or_mined_where_there_is_one():
+    template_only = with_probe_sets(planted_order_cube())
+    both = with_probe_sets(planted_order_cube(), ("template", "mined"))
+    assert figures.drawn_probe_set(template_only, None) == "template"
+    assert figures.drawn_probe_set(both, None) == "mined"
+    assert figures.drawn_probe_set(both, "template") == "template"
+    with pytest.raises(
+        ValueError, match=r"figures.probe_set: the cube has no probe set 'mined' \(it has \['template'\]\)"
+    ):
+        figures.drawn_probe_set(template_only, "mined")

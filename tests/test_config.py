@@ -124,6 +124,8 @@ BAD_CONFIGS = {
     "eval split shrunk below evaluation tokens": (lambda c: c["corpus"].update(n_eval_sequences=4), "evaluation.tokens", ("256 is more than", "= 128")),
     "dip threshold not below tau": (lambda c: c.update(analysis={"tau": 0.7, "tau_low": 0.7}), "analysis.tau_low", "must be below analysis.tau"),
     "figure step not configured": (lambda c: c.update(figures={"steps": [3]}), "figures.steps", "[3] are not among"),
+    "mined probes drawn without real text": (lambda c: c.update(figures={"probe_set": "mined"}), "figures.probe_set", ("'mined' is not scored with corpus.source generated", "['template']")),
+    "mined context without a word before it": (lambda c: c["probes"].update(mined_context=1), "probes.mined_context", "minimum"),
     "null quantile above one": (lambda c: c.update(scoring={"null_quantile": 1.5}), "scoring.null_quantile", "maximum"),
     "one held-out fold": (lambda c: c.update(scoring={"folds": 1}), "scoring.folds", "minimum"),
     "probe without penalty": (lambda c: c.update(scoring={"probe_l2": 0}), "scoring.probe_l2", "less than or equal to"),
@@ -302,6 +304,7 @@ def test_cube_settings_leave_out_presentation(micro, micro_raw):
     assert settings["steps"] == [0, 6]
     assert settings["categories"] == ["animals", "colours", "numbers"]
     assert settings["planted_frequency"] == {"animals": 4, "colours": 2, "numbers": 1}
+    assert settings["probe_sets"] == ["template"]  # the generated corpus: template probes only
     assert not {"analysis", "figures", "results"} & set(settings["provenance"])
     provenance = settings["provenance"]
     assert provenance["corpus"] == {key: value for key, value in micro["corpus"].items() if key != "lexicon"}

@@ -288,19 +288,27 @@ def test_two_dips_are_two_events():
 
 
 def step_scores(model: str, step: int, layers: list[int], n_layers: int) -> xr.Dataset:
-    """One (model, step) score file as the score stage writes it: every studied layer along `layer`."""
+    """One (model, step) score file as the score stage writes it: every studied layer along `layer`, each probe set
+    along `probe_set` (the mined set scores 0.05 lower, its best features one further)."""
     per_layer = []
     for layer in layers:
-        scores = xr.Dataset(
-            {name: ("category", np.array([0.9, 0.1]) + layer / 100) for name in CELL_VARIABLES},
-            coords={"category": ["a", "b"]},
-        )
-        scores["best_feature"] = ("category", np.array([layer, layer + 1], dtype=np.int32))
-        scores["best_direction"] = (("category", "hidden"), np.eye(2, 4, k=layer // 2, dtype=np.float32))
+        sets = []
+        for offset in (0, 1):
+            scores = xr.Dataset(
+                {name: ("category", np.array([0.9, 0.1]) + layer / 100 - offset / 20) for name in CELL_VARIABLES},
+                coords={"category": ["a", "b"]},
+            )
+            scores["best_feature"] = ("category", np.array([layer, layer + 1], dtype=np.int32) + offset)
+            scores["best_direction"] = (("category", "hidden"), np.eye(2, 4, k=layer // 2, dtype=np.float32))
+            sets.append(scores)
+        scores = xr.concat(sets, "probe_set").assign_coords(probe_set=["template", "mined"])
         for i, name in enumerate(QUALITY_VARIABLES):
             scores[name] = 0.5 + i / 100 + layer / 1000
         per_layer.append(scores.expand_dims(layer=[layer]))
-    scores = xr.concat(per_layer, "layer")
+    counts = {"probe_words": [[3, 3], [3, 1]], "probe_items": [[6, 6], [20, 2]]}
+    coords = {"probe_set": ["template", "mined"], "category": ["a", "b"]}
+    totals = xr.Dataset({k: (("probe_set", "category"), v) for k, v in counts.items()}, coords=coords)
+    scores = xr.concat(per_layer, "layer").merge(totals)
     scores.attrs.update(
         model=model, step=step, n_params=10 * n_layers, tokens_seen=step * 64, d_model=4, n_layers=n_layers
     )
@@ -315,19 +323,30 @@ def test_cube_from_step_scores_pads_shallow_models_and_round_trips(tmp_path):
         "steps": [0, 5],
         "categories": ["a", "b"],
         "planted_frequency": {"a": 2, "b": 1},
+        "probe_sets": ["template", "mined"],
         "provenance": {"note": "test"},
     }
     cube = build_cube(scored, settings)
-    assert dict(cube.sizes) == {"model": 2, "step": 2, "layer": 3, "category": 2, "other_layer": 3}
+    sizes = {"probe_set": 2, "model": 2, "step": 2, "layer": 3, "category": 2, "other_layer": 3}
+    assert dict(cube.sizes) == sizes
+    assert cube["score"].dims == ("probe_set", "model", "step", "layer", "category")
     assert cube.attrs["n_cells"] == 8
     assert cube["score"].sel(model="s", layer=2).isnull().all()
     assert cube["score"].sel(model="d", layer=1).isnull().all()
-    assert cube["best_feature"].sel(model="d", layer=1).values.tolist() == [[-1, -1], [-1, -1]]
-    assert float(cube["score"].sel(model="d", step=5, layer=2, category="a")) == pytest.approx(0.92)
+    assert cube["best_feature"].sel(model="d", layer=1).values.tolist() == [[[-1, -1], [-1, -1]]] * 2
+    assert float(cube["score"].sel(probe_set="template", model="d", step=5, layer=2, category="a")) == pytest.approx(
+        0.92
+    )
+    assert float(cube["score"].sel(probe_set="mined", model="d", step=5, layer=2, category="a")) == pytest.approx(0.87)
+    assert cube["best_feature"].sel(model="d", step=5, layer=2, category="a").values.tolist() == [2, 3]
+    assert cube["probe_words"].values.tolist() == [[3, 3], [3, 1]] and cube["probe_items"].dims == (
+        "probe_set",
+        "category",
+    )
     assert cube["tokens_seen"].sel(model="d").values.tolist() == [0, 320]
     assert cube["n_layers"].values.tolist() == [2, 3]
     # layers 0 and 2 of model d have orthogonal best directions; each with itself has cosine 1
-    cosine = cube["direction_cosine"].sel(model="d", step=0, category="a")
+    cosine = cube["direction_cosine"].sel(probe_set="mined", model="d", step=0, category="a")
     assert float(cosine.sel(layer=0, other_layer=2)) == pytest.approx(0.0)
     assert float(cosine.sel(layer=2, other_layer=2)) == pytest.approx(1.0)
     assert np.isnan(float(cosine.sel(layer=1, other_layer=2)))

@@ -164,13 +164,31 @@ def test_score_layer_scores_the_probes_and_measures_quality_on_held_out():
     probes = np.eye(4, dtype=np.float32)[[axis[label] for label in labels]]
     held_out = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]])
     ae = category_sae()
-    cell = score_layer(ae, probes, held_out, labels, words, {"categories": CATEGORIES, "scoring": SETTINGS})
+    settings = {"categories": CATEGORIES, "scoring": SETTINGS}
+    sets = {
+        "template": (probes[None], labels, words),
+        "mined": (probes[None], labels, np.where(labels == "numbers", "one", words)),
+    }
+    both = score_layer(ae, sets, 0, held_out, settings)
+    assert both["probe_set"].values.tolist() == ["template", "mined"] and both["score"].dims == (
+        "probe_set",
+        "category",
+    )
+    # the mined set's numbers have one word: not scored (NaN), the other categories score as in the template set
+    mined = both.sel(probe_set="mined")
+    assert np.isnan(mined["score"].sel(category="numbers")) and np.isnan(mined["heldout_score"].sel(category="numbers"))
+    for name in ("score", "null", "auroc", "probe_score", "heldout_score"):
+        np.testing.assert_array_equal(
+            mined[name].values[:2], both.sel(probe_set="template")[name].values[:2], err_msg=name
+        )
+    cell = both.sel(probe_set="template")
     assert cell["score"].values.tolist() == [1.0, 1.0, 1.0]
     assert cell["best_feature"].values.tolist() == [0, 1, 2]
     assert cell["auroc"].values.tolist() == [1.0, 1.0, 1.0]
     assert cell["best_direction"].dims == ("category", "hidden")
     np.testing.assert_allclose(cell["best_direction"].values, np.eye(4)[:3], atol=1e-7)
     assert cell["feature_f1"].shape == (6, 3)
+    assert both["reconstruction_mse"].dims == ()
     # one axis per category: the probe and the SAE feature chosen on other words both find every held-out word
     for name in ("probe_score", "probe_auroc", "heldout_score"):
         assert cell[name].values.tolist() == [1.0, 1.0, 1.0], name
@@ -216,7 +234,16 @@ def spliced_scores(micro, checkpoint, corpus, tmp_path_factory):
     settings["evaluation"] = {**settings["evaluation"], "ce_floor": 1e-3}
     out = Path(layout.score_path(results, "tiny-a", 6))
     score_step(
-        checkpoint, corpus("probes"), corpus("eval_tokens"), [manifest], [0, 1], settings, out, model="tiny-a", step=6
+        checkpoint,
+        corpus("probes"),
+        corpus("eval_tokens"),
+        [manifest],
+        [0, 1],
+        settings,
+        out,
+        model="tiny-a",
+        step=6,
+        mined=None,
     )
     return xr.load_dataset(out, engine="h5netcdf"), settings, results
 
@@ -259,8 +286,9 @@ def test_score_file_carries_the_held_out_controls_of_every_layer(checkpoint, cor
         codes, _ = encode(load_sae(layout.sae_dir(results, "tiny-a", 6, layer)), probes[layer])
         expected = heldout_scores(probes[layer], codes, labels, words, settings["categories"], settings["scoring"], CPU)
         for name, values in expected.data_vars.items():
-            assert written[name].dims == ("layer", "category"), name
-            np.testing.assert_allclose(written[name].sel(layer=layer).values, values.values, rtol=1e-9, err_msg=name)
+            assert written[name].dims == ("layer", "probe_set", "category"), name
+            got = written[name].sel(layer=layer, probe_set="template").values
+            np.testing.assert_allclose(got, values.values, rtol=1e-9, err_msg=name)
 
 
 # word-grouped held-out controls: planted probe sets with a known answer

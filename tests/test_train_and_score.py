@@ -133,7 +133,16 @@ def _score(checkpoint: Path, corpus, results: Path, settings: dict, out: Path) -
     """score_step on both layers of tiny-a step 6, from the group trained in `results`."""
     manifests = [_manifest(results, LAYERS)]
     return score_step(
-        checkpoint, corpus("probes"), corpus("eval_tokens"), manifests, LAYERS, settings, out, model="tiny-a", step=6
+        checkpoint,
+        corpus("probes"),
+        corpus("eval_tokens"),
+        manifests,
+        LAYERS,
+        settings,
+        out,
+        model="tiny-a",
+        step=6,
+        mined=None,
     )
 
 
@@ -163,13 +172,17 @@ def test_probe_categories_missing_from_the_config_fail_and_are_listed_plainly(
 
 def test_score_file_has_a_layer_dimension(micro, scored):
     returned, written, _ = scored
-    assert written["score"].dims == ("layer", "category")
+    assert written["score"].dims == ("layer", "probe_set", "category")
+    assert written["probe_set"].values.tolist() == ["template"]  # the generated corpus: templates only
+    assert written["probe_words"].values.tolist() == [[3, 3, 3]] and written["probe_items"].values.tolist() == [
+        [6, 6, 6]
+    ]
     assert written["layer"].values.tolist() == LAYERS
     assert written["category"].values.tolist() == categories(micro) == ["animals", "colours", "numbers"]
-    assert written["feature_f1"].dims == ("layer", "feature", "category")
-    assert written["feature_f1"].shape == (2, 64, 3)
-    assert written["best_direction"].dims == ("layer", "category", "hidden")
-    assert written["best_direction"].shape == (2, 3, 16)
+    assert written["feature_f1"].dims == ("layer", "probe_set", "feature", "category")
+    assert written["feature_f1"].shape == (2, 1, 64, 3)
+    assert written["best_direction"].dims == ("layer", "probe_set", "category", "hidden")
+    assert written["best_direction"].shape == (2, 1, 3, 16)
     for name in ("variance_explained", "l0", "dead_fraction", "reconstruction_mse"):
         assert written[name].dims == ("layer",), name
     for name in returned.data_vars:
@@ -201,7 +214,7 @@ def test_score_file_scores_are_the_sae_codes_scored(checkpoint, corpus, trained,
     for layer in LAYERS:
         codes, directions = encode(load_sae(layout.sae_dir(trained[0], "tiny-a", 6, layer)), probes[layer])
         expected = score_codes(codes, labels, words, settings["categories"], settings["scoring"])
-        cell = written.sel(layer=layer)
+        cell = written.sel(layer=layer, probe_set="template")
         for name in ("score", "null", "best_feature", "auroc", "precision", "recall", "feature_f1"):
             np.testing.assert_allclose(cell[name].values, expected[name].values, rtol=1e-6, err_msg=name)
         best = cell["best_feature"].values

@@ -49,7 +49,8 @@ def test_plan_has_one_sae_job_and_one_score_job_per_checkpoint(micro_run):
 def test_cube_holds_every_cell(micro_run):
     results, _, _ = micro_run
     cube = open_cube(layout.cube_path(results))
-    assert dict(cube.sizes) == {"model": 2, "step": 2, "layer": 3, "category": 3, "other_layer": 3}
+    sizes = {"probe_set": 1, "model": 2, "step": 2, "layer": 3, "category": 3, "other_layer": 3}
+    assert dict(cube.sizes) == sizes
     assert cube["model"].values.tolist() == ["tiny-a", "tiny-b"]
     assert cube["step"].values.tolist() == [0, 6]
     assert cube["category"].values.tolist() == ["animals", "colours", "numbers"]
@@ -59,6 +60,8 @@ def test_cube_holds_every_cell(micro_run):
     # 8 sequences of 32 tokens per optimizer step in the micro toy training
     assert cube["tokens_seen"].values.tolist() == [[0, 6 * 8 * 32]] * 2
     assert cube["planted_frequency"].values.tolist() == [4, 2, 1]
+    assert cube["probe_set"].values.tolist() == ["template"]  # the generated corpus: template probes only
+    assert cube["probe_words"].values.tolist() == [[3, 3, 3]]
     # tiny-a has no layer 2; tiny-b's layer 1 is not studied
     assert cube["score"].sel(model="tiny-a", layer=2).isnull().all()
     assert cube["score"].sel(model="tiny-b", layer=1).isnull().all()
@@ -97,7 +100,8 @@ def test_tables_figures_and_report(micro_run):
     steps = pd.read_csv(layout.table_path(results, "emergence_steps"), sep="\t", comment="#")
     assert len(steps) == 4 * 3  # (tiny-a: 2 + tiny-b: 2 studied layers) x 3 categories
     summary = json.loads(Path(layout.summary_path(results)).read_text())
-    assert summary["represented_at_step0"] == 0
+    assert list(summary["probe_sets"]) == ["template"]
+    assert summary["probe_sets"]["template"]["represented_at_step0"] == 0
     figures = [
         path(results, model) for model in MICRO_LAYERS for path in (layout.heatmap_path, layout.quality_heatmap_path)
     ]
@@ -274,7 +278,7 @@ def test_reactivation_table_end_to_end(micro_run, micro, tmp_path):
     results, _, _ = micro_run
     cube = open_cube(layout.cube_path(results))
     assert cube["score"].sel(model="tiny-b", layer=1).notnull().all(), "runs after the extension test"
-    cell = {"model": "tiny-b", "step": 6, "category": "animals"}
+    cell = {"probe_set": "template", "model": "tiny-b", "step": 6, "category": "animals"}
     cube["score"].loc[cell] = [0.95, 0.2, 0.9]
     cube["null"].loc[cell] = [0.1, 0.1, 0.1]
     cube["variance_explained"].loc[{"model": "tiny-b", "step": 6}] = 0.9

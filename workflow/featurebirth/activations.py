@@ -125,6 +125,23 @@ def probe_activations(model: torch.nn.Module, tokenizer, items: list[ProbeItem],
     return out
 
 
+@torch.inference_mode()
+def window_activations(model: torch.nn.Module, ids: np.ndarray, batch_size: int) -> np.ndarray:
+    """Every block's output at the last position of each token-id window [items, width]: [n_layers, items, d_model]
+    float32 (the probe path for mined contexts, which are token ids already: nothing is decoded or re-encoded)."""
+    device = next(model.parameters()).device
+    n_layers, d_model = model.config.num_hidden_layers, model.config.hidden_size
+    layers = list(range(n_layers))
+    out = np.zeros((n_layers, len(ids), d_model), dtype=np.float32)
+    with capture_blocks(model, layers) as captured:
+        for start in range(0, len(ids), batch_size):
+            chunk = torch.from_numpy(np.asarray(ids[start : start + batch_size], dtype=np.int64)).to(device)
+            model.gpt_neox(input_ids=chunk, use_cache=False)
+            for layer in layers:
+                out[layer, start : start + len(chunk)] = captured[layer][:, -1].float().cpu().numpy()
+    return out
+
+
 def held_chunks(activations: dict[int, torch.Tensor]) -> tuple[ChunkSource, int]:
     """Activations already in memory as a chunk source whose rows are single tokens: (source, n_rows)."""
 

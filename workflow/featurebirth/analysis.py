@@ -2,6 +2,8 @@
 
 Settings come by one route: the caller passes the analysis settings (the validated config's
 `analysis` section). The config stored in the cube is provenance only and is never read here.
+Each probe set (template; with real text also mined) is analysed on its own, by the same rules: the emergence of a
+category on the template contexts and on contexts mined from text are two answers, side by side in the tables.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pandas as pd
 import xarray as xr
 
 from . import emergence as em
+from .cube import probe_set_view
 from .io import atomic_path
 
 EVENT_PREFIX = "event_"
@@ -98,7 +101,8 @@ def corpus_frequency(cube: xr.Dataset) -> xr.DataArray:
 
 
 def analyse(cube: xr.Dataset, settings: dict) -> Analysis:
-    """Represented cells, emergence, scale thresholds, reactivation and Spearman of the cube under `settings`.
+    """Represented cells, emergence, scale thresholds, reactivation and Spearman of a one-probe-set cube (a
+    cube.probe_set_view) under `settings`.
 
     Refuses a cube with duplicate checkpoints unless `allow_duplicate_checkpoints` is set.
     """
@@ -131,21 +135,39 @@ def analyse(cube: xr.Dataset, settings: dict) -> Analysis:
     )
 
 
-def write_analysis(analysis: Analysis, path: str | Path) -> None:
-    """netCDF4/HDF5 (h5netcdf), atomically: the arrays, the events along `event`, JSON fields as attributes."""
+def analyse_probe_sets(cube: xr.Dataset, settings: dict) -> dict[str, Analysis]:
+    """The analysis of every probe set of the cube, each on its own (cube.probe_set_view), in the cube's order."""
+    return {str(p): analyse(probe_set_view(cube, str(p)), settings) for p in cube["probe_set"].values}
+
+
+def _as_dataset(analysis: Analysis) -> xr.Dataset:
+    """The arrays, the events along `event` and the JSON fields as attributes."""
     events = {
         f"{EVENT_PREFIX}{name}": ("event", analysis.reactivation[name].to_numpy()) for name in em.REACTIVATION_COLUMNS
     }
-    data = xr.Dataset(
+    return xr.Dataset(
         {**analysis.arrays(), **events}, attrs={name: json.dumps(getattr(analysis, name)) for name in JSON_FIELDS}
     )
+
+
+def write_analyses(analyses: dict[str, Analysis], path: str | Path) -> None:
+    """netCDF4/HDF5 (h5netcdf), atomically: one group per probe set; the root lists them in order."""
     with atomic_path(path) as tmp:
-        data.to_netcdf(tmp, engine="h5netcdf")
+        xr.Dataset(attrs={"probe_sets": json.dumps(list(analyses))}).to_netcdf(tmp, engine="h5netcdf")
+        for probe_set, analysis in analyses.items():
+            _as_dataset(analysis).to_netcdf(tmp, engine="h5netcdf", group=probe_set, mode="a")
 
 
-def read_analysis(path: str | Path) -> Analysis:
-    """The analysis `write_analysis` stored, loaded into memory (the file is closed again)."""
-    with xr.open_dataset(path, engine="h5netcdf") as data:
+def read_analyses(path: str | Path) -> dict[str, Analysis]:
+    """Every probe set's analysis that `write_analyses` stored, in order."""
+    with xr.open_dataset(path, engine="h5netcdf") as root:
+        sets = json.loads(root.attrs["probe_sets"])
+    return {probe_set: read_analysis(path, probe_set) for probe_set in sets}
+
+
+def read_analysis(path: str | Path, probe_set: str) -> Analysis:
+    """One probe set's analysis that `write_analyses` stored, loaded into memory (the file is closed again)."""
+    with xr.open_dataset(path, engine="h5netcdf", group=probe_set) as data:
         data = data.load()
     events = pd.DataFrame({name: data[f"{EVENT_PREFIX}{name}"].values for name in em.REACTIVATION_COLUMNS})
     arrays = {name: data[name] for name in ARRAY_FIELDS} | {"scale_model": data["scale_model"].astype(object)}

@@ -66,6 +66,19 @@ def cmd_check_text(args: argparse.Namespace) -> None:
     log.info("%s: lexicon and budget checked against the text: %s", args.model, checked)
 
 
+def cmd_mine_probes(args: argparse.Namespace) -> None:
+    from .mining import mine_probes
+    from .models import load_tokenizer
+
+    found = mine_probes(args.probe, load_tokenizer(args.tokenizer), args.settings, args.out, args.record)
+    log.info("lexicon words with contexts per category: %s", found["words_with_contexts"])
+    missing = [word for word, entry in found["words"].items() if entry["contexts"] == 0]
+    if missing:
+        log.warning("%d lexicon word(s) never occur in the probe-mining part: %s", len(missing), missing)
+    if found["too_few_words"]:
+        log.warning("categories with fewer than two words with contexts (not scored): %s", found["too_few_words"])
+
+
 def cmd_train_model(args: argparse.Namespace) -> None:
     from .toy_models import train_checkpoint
 
@@ -115,7 +128,14 @@ def cmd_score(args: argparse.Namespace) -> None:
         args.out,
         model=args.model,
         step=args.step,
+        mined=args.mined,
     )
+    words = scores["probe_words"].to_series()
+    for (probe_set, category), n in words[words < 2].items():
+        log.warning(
+            "probe set %s: category %s has %d word(s) with contexts, fewer than two: not scored", probe_set, category, n
+        )
+    sets = scores["probe_set"].values.tolist()
     for layer in scores["layer"].values:
         cell = scores.sel(layer=layer)
         log.info(
@@ -124,7 +144,7 @@ def cmd_score(args: argparse.Namespace) -> None:
             args.step,
             layer,
             float(cell["variance_explained"]),
-            dict(zip(args.settings["categories"], cell["score"].values.round(3))),
+            {p: dict(zip(args.settings["categories"], cell["score"].sel(probe_set=p).values.round(3))) for p in sets},
         )
 
 
@@ -139,23 +159,25 @@ def cmd_cube(args: argparse.Namespace) -> None:
 
 
 def cmd_tables(args: argparse.Namespace) -> None:
-    from .analysis import analyse, write_analysis
+    from .analysis import analyse_probe_sets, write_analyses
     from .cube import open_cube
     from .tables import write_tables
 
     cube = open_cube(args.cube)
-    analysis = analyse(cube, args.settings)
-    write_analysis(analysis, args.analysis)
-    write_tables(cube, analysis, args.out_dir)
+    analyses = analyse_probe_sets(cube, args.settings)
+    write_analyses(analyses, args.analysis)
+    write_tables(cube, analyses, args.out_dir)
     log.info("analysis written to %s, tables beside it", args.analysis)
 
 
 def cmd_figure(args: argparse.Namespace) -> None:
     from . import figures
     from .analysis import read_analysis
-    from .cube import open_cube
+    from .cube import open_cube, probe_set_view
 
-    cube, analysis, dpi = open_cube(args.cube), read_analysis(args.analysis), args.settings["dpi"]
+    cube, dpi = open_cube(args.cube), args.settings["dpi"]
+    probe_set = figures.drawn_probe_set(cube, args.settings["probe_set"])
+    cube, analysis = probe_set_view(cube, probe_set), read_analysis(args.analysis, probe_set)
     if args.kind in STEP_FIGURES:
         steps = figures.shown_steps([int(s) for s in cube["step"].values], args.settings["steps"])
     if args.kind in PER_MODEL_FIGURES and args.model not in cube["model"].values:
@@ -173,16 +195,18 @@ def cmd_figure(args: argparse.Namespace) -> None:
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
-    from .analysis import analyse, read_analysis
-    from .cube import open_cube
+    from .analysis import analyse, read_analyses
+    from .cube import open_cube, probe_set_view
     from .summary import print_summary
 
     cube = open_cube(args.cube)
-    analysis = read_analysis(args.analysis or analysis_path(results_of(args.cube)))
+    analyses = read_analyses(args.analysis or analysis_path(results_of(args.cube)))
     overrides = {name: value for name, value in vars(args).items() if name in OVERRIDES and value is not None}
-    if overrides:
-        analysis = analyse(cube, {**analysis.settings, **overrides})
-    print_summary(cube, analysis)
+    for probe_set, analysis in analyses.items():
+        view = probe_set_view(cube, probe_set)
+        if overrides:
+            analysis = analyse(view, {**analysis.settings, **overrides})
+        print_summary(view, analysis, probe_set)
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
@@ -256,6 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", type=Path, required=True, help="the model's checkpoint folder or hub pointer")
     p.add_argument("--out", type=Path, required=True, help="the record of the check")
 
+    p = add("mine-probes", cmd_mine_probes, "mine each lexicon word's contexts, and frequency-matched controls")
+    _settings_argument(p, "mining_settings")
+    p.add_argument("--probe", type=Path, required=True, help="the packed probe-mining part (HDF5)")
+    p.add_argument("--tokenizer", type=Path, required=True, help="checkpoint folder or hub pointer of the tokenizer")
+    p.add_argument("--out", type=Path, required=True, help="the mined windows (HDF5)")
+    p.add_argument("--record", type=Path, required=True, help="what was found per word (JSON)")
+
     p = add("train-model", cmd_train_model, "train a toy GPT-NeoX to one step and save it")
     _cell_arguments(p)
     _settings_argument(p, "model_spec")
@@ -290,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="the corpus token ids (toy) or the evaluation split's text (hub)",
     )
+    p.add_argument("--mined", type=Path, help="real text: the mined probes (HDF5), scored as the probe set 'mined'")
     p.add_argument("--saes", type=Path, nargs="+", required=True, help="the manifests of the SAE groups")
     p.add_argument("--out", type=Path, required=True)
 

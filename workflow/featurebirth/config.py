@@ -16,6 +16,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from .layout import PROBE_SETS
+
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 TOY_REQUIRED = ("d_model", "n_layers", "n_heads")
@@ -182,6 +184,12 @@ def _check_analysis(config: dict) -> None:
     analysis = config["analysis"]
     if analysis["tau_low"] >= analysis["tau"]:
         raise ConfigError("analysis.tau_low", f"{analysis['tau_low']} must be below analysis.tau ({analysis['tau']})")
+    if config["figures"]["probe_set"] not in (None, *probe_sets(config)):
+        raise ConfigError(
+            "figures.probe_set",
+            f"'{config['figures']['probe_set']}' is not scored with corpus.source {config['corpus']['source']} "
+            f"(probe sets: {probe_sets(config)})",
+        )
     shown = config["figures"]["steps"] or []
     unknown = sorted(set(shown) - set(config["steps"]))
     if unknown:
@@ -378,10 +386,27 @@ def eval_split_settings(config: dict) -> dict:
     return {"corpus": _generation(config, "n_eval_sequences")}
 
 
+TEMPLATE_PROBE_KEYS = ("seed", "templates", "n_controls")  # the probes keys of the template set (the rest: mined)
+
+
 def probe_settings(config: dict) -> dict:
-    """What the probe job reads: the probes section and the words it places in the templates."""
+    """What the probe job reads: the template keys of the probes section and the words it places in the templates."""
     corpus = {key: config["corpus"][key] for key in ("categories", "filler_words")}
-    return {"corpus": corpus, "probes": config["probes"]}
+    return {"corpus": corpus, "probes": {key: config["probes"][key] for key in TEMPLATE_PROBE_KEYS}}
+
+
+def probe_sets(config: dict) -> list[str]:
+    """The probe sets scored: the templates, and with real text the contexts mined from its probe-mining part."""
+    return list(PROBE_SETS if not is_generated(config) else PROBE_SETS[:1])
+
+
+def mining_settings(config: dict) -> dict:
+    """What the mining job reads: the lexicon's words and how many contexts of how many tokens to mine per word."""
+    return {
+        "categories": {name: spec["words"] for name, spec in config["corpus"]["categories"].items()},
+        "per_word": config["probes"]["mined_per_word"],
+        "context": config["probes"]["mined_context"],
+    }
 
 
 FETCH_MARGIN = 1.25  # text fetched beyond the estimate: held-out documents and the estimate's error
@@ -501,6 +526,7 @@ def cube_settings(config: dict) -> dict:
             name: spec.get("planted_frequency", math.nan) if is_generated(config) else math.nan
             for name, spec in config["corpus"]["categories"].items()
         },
+        "probe_sets": probe_sets(config),
         "provenance": provenance(config),
     }
 
@@ -511,7 +537,7 @@ STEP_FIGURES = ("scale", "reactivation")  # the figures drawn at chosen steps (f
 def figure_settings(config: dict, figure: str) -> dict:
     """What one figure reads: the dpi, and the steps where it is drawn at chosen steps."""
     chosen = {"steps": config["figures"]["steps"]} if figure in STEP_FIGURES else {}
-    return {"dpi": config["figures"]["dpi"], **chosen}
+    return {"dpi": config["figures"]["dpi"], "probe_set": config["figures"]["probe_set"], **chosen}
 
 
 def grid(config: dict) -> list[tuple[str, int, int]]:

@@ -1,11 +1,12 @@
-"""Gather every scored cell into one xarray cube: model x step x layer x category.
+"""Gather every scored cell into one xarray cube: probe_set x model x step x layer x category.
 
 Cells a model does not have (layers beyond its depth, layers not studied) are NaN. The config that
 made it is kept in the attributes as provenance only: the analysis takes its settings from the
-workflow, never from there. Beside the scores (in-sample, and the held-out controls: a linear probe and the SAE
-on unseen words) the cube keeps, per (model, step, category), the
-cosine between the best features' decoder directions of every pair of layers, so reactivation can
-be judged from the cube alone.
+workflow, never from there. Every category variable is kept per probe set (template; with real text also mined);
+the SAE quality variables, measured on the evaluation split, are not. Beside the scores (in-sample, and the held-out
+controls: a linear probe and the SAE on unseen words) the cube keeps, per (probe set, model, step, category), the
+cosine between the best features' decoder directions of every pair of layers, so reactivation can be judged from
+the cube alone.
 """
 
 from __future__ import annotations
@@ -105,42 +106,50 @@ def build_cube(scored: list[xr.Dataset], settings: dict, text_frequency: dict[st
     """One labelled dataset from every (model, step) score file; coordinates carry sizes, tokens seen and planted
     frequencies. `settings` is config.cube_settings: order, steps, planted frequencies and the provenance config."""
     models, steps, categories = settings["models"], settings["steps"], settings["categories"]
+    sets = settings["probe_sets"]
     info = _model_table(scored, models)
     n_layers = max(int(info[m]["n_layers"]) for m in models)
-    shape = (len(models), len(steps), n_layers, len(categories))
+    shape = (len(sets), len(models), len(steps), n_layers, len(categories))
     arrays = {name: _empty(shape) for name in CELL_VARIABLES}
     arrays["best_feature"] = _empty(shape, np.int32, MISSING_FEATURE)
-    quality = {name: _empty(shape[:3]) for name in QUALITY_VARIABLES}
-    cosine = _empty((len(models), len(steps), len(categories), n_layers, n_layers))
-    tokens_seen = _empty(shape[:2])
-    fingerprint = np.full(shape[:2], "", dtype=object)
+    quality = {name: _empty(shape[1:4]) for name in QUALITY_VARIABLES}
+    cosine = _empty((len(sets), len(models), len(steps), len(categories), n_layers, n_layers))
+    tokens_seen = _empty(shape[1:3])
+    fingerprint = np.full(shape[1:3], "", dtype=object)
     n_cells = 0
     for step_scores in scored:
         m, s = models.index(step_scores.attrs["model"]), steps.index(int(step_scores.attrs["step"]))
         layers = [int(layer) for layer in step_scores["layer"].values]
-        step_scores = step_scores.reindex(category=categories)
+        step_scores = step_scores.reindex(category=categories, probe_set=sets)
         for name in CELL_VARIABLES:
-            arrays[name][m, s, layers] = step_scores[name].transpose("layer", "category").values
-        arrays["best_feature"][m, s, layers] = (
-            step_scores["best_feature"].fillna(MISSING_FEATURE).transpose("layer", "category").values
+            arrays[name][:, m, s, layers] = step_scores[name].transpose("probe_set", "layer", "category").values
+        arrays["best_feature"][:, m, s, layers] = (
+            step_scores["best_feature"].fillna(MISSING_FEATURE).transpose("probe_set", "layer", "category").values
         )
         for name in QUALITY_VARIABLES:
             quality[name][m, s, layers] = step_scores[name].values
-        directions = step_scores["best_direction"].transpose("category", "layer", "hidden").values
-        cosine[m, s][np.ix_(range(len(categories)), layers, layers)] = np.einsum("cih,cjh->cij", directions, directions)
+        directions = step_scores["best_direction"].transpose("probe_set", "category", "layer", "hidden").values
+        pairs = np.einsum("pcih,pcjh->pcij", directions, directions)
+        cosine[:, m, s][np.ix_(range(len(sets)), range(len(categories)), layers, layers)] = pairs
         tokens_seen[m, s] = step_scores.attrs.get("tokens_seen", np.nan)
         fingerprint[m, s] = str(step_scores.attrs.get("fingerprint", ""))
         n_cells += len(layers)
     tokens_seen[tokens_seen < 0] = np.nan
-    dims = ("model", "step", "layer", "category")
+    dims = ("probe_set", "model", "step", "layer", "category")
     data = {name: (dims, values) for name, values in arrays.items()}
-    data.update({name: (dims[:3], values) for name, values in quality.items()})
-    data["direction_cosine"] = (("model", "step", "category", "layer", "other_layer"), cosine)
+    data.update({name: (dims[1:4], values) for name, values in quality.items()})
+    data["direction_cosine"] = (("probe_set", "model", "step", "category", "layer", "other_layer"), cosine)
     data["duplicate_checkpoint"] = (("model", "step"), duplicate_steps(fingerprint))
     planted = settings["planted_frequency"]
+    counts = probe_counts(scored, sets, categories)
     cube = xr.Dataset(
         data,
         coords={
+            "probe_set": ("probe_set", sets, {"description": PROBE_SET_DESCRIPTION}),
+            **{
+                name: (("probe_set", "category"), values, {"description": text})
+                for name, (values, text) in counts.items()
+            },
             "model": models,
             "step": ("step", np.asarray(steps, dtype=np.int64), {"units": "optimizer steps"}),
             "layer": ("layer", np.arange(n_layers), {"long_name": "block index (residual stream after the block)"}),
@@ -171,6 +180,29 @@ def build_cube(scored: list[xr.Dataset], settings: dict, text_frequency: dict[st
     for name, text in DESCRIPTIONS.items():
         cube[name].attrs["description"] = text
     return cube
+
+
+PROBE_SET_DESCRIPTION = (
+    "template: the lexicon words in held-out template contexts, filler-word controls; mined: contexts of the words "
+    "mined from the probe-mining part of real text, frequency-matched non-lexicon controls (mining.py)"
+)
+COUNT_DESCRIPTIONS = {
+    "probe_words": "the category's words with at least one context in the probe set (fewer than 2: not scored, NaN)",
+    "probe_items": "the category's contexts in the probe set",
+}
+
+
+def probe_counts(scored: list[xr.Dataset], sets: list[str], categories: list[str]) -> dict[str, tuple]:
+    """probe_words and probe_items (probe_set, category) as every score file gives them (the same probe files)."""
+    first = scored[0].reindex(probe_set=sets, category=categories, fill_value=0)
+    return {
+        name: (first[name].transpose("probe_set", "category").values, text) for name, text in COUNT_DESCRIPTIONS.items()
+    }
+
+
+def probe_set_view(cube: xr.Dataset, probe_set: str) -> xr.Dataset:
+    """The cube of one probe set (no probe_set dimension): what the analysis, tables and figures read."""
+    return cube.sel(probe_set=probe_set, drop=True)
 
 
 def duplicate_steps(fingerprint: np.ndarray) -> np.ndarray:

@@ -35,6 +35,14 @@ def shown_steps(steps: list[int], chosen: list[int] | None, at_most: int = 4) ->
     return [int(steps[i]) for i in picks]
 
 
+def drawn_probe_set(cube: xr.Dataset, chosen: str | None) -> str:
+    """The probe set the figures draw: figures.probe_set, or (null) mined where the cube has it, else template."""
+    sets = [str(p) for p in cube["probe_set"].values]
+    if chosen is not None and chosen not in sets:
+        raise ValueError(f"figures.probe_set: the cube has no probe set '{chosen}' (it has {sets})")
+    return chosen or ("mined" if "mined" in sets else sets[0])
+
+
 def _save(fig: plt.Figure, path: Path, dpi: int) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=Path(path).suffix.lstrip("."))

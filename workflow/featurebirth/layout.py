@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 
 CHECKPOINT_METADATA = "featurebirth.json"  # beside a toy checkpoint: step, tokens_seen, n_params, losses
-CONTROL = "control"  # category label of probe items whose target is a filler word
+CONTROL = "control"  # category label of control probe items (a filler word, or a frequency-matched non-lexicon word)
+PROBE_SETS = ("template", "mined")  # held-out template contexts; contexts mined from real text (corpus.source text)
 SAE_WEIGHTS = "ae.pt"
 SAE_CONFIG = "config.json"
 TRAINING_STATE_SUFFIX = ".training-state.pt"
@@ -57,6 +58,8 @@ CORPUS_FILES = {
     "text_sae": "text/sae.h5",  # packed token ids of the SAE-training documents
     "text_eval": "text/eval.h5",  # ... of the evaluation documents
     "text_probe": "text/probe.h5",  # ... of the probe-mining documents
+    "text_mined": "text/mined_probes.h5",  # token-id windows mined from the probe-mining part (mining.py)
+    "text_mined_record": "text/mined_probes.json",  # contexts found per word, the controls and their frequency match
 }
 
 

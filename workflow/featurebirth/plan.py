@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import costs
-from .config import is_generated, model_layers, sae_job_groups, sae_settings, text_fetch_settings
+from .config import is_generated, model_layers, probe_sets, sae_job_groups, sae_settings, text_fetch_settings
 from .layout import FIGURES
 from .stream import ChunkSchedule, chunk_schedule, rows_wanted
 
@@ -24,6 +24,7 @@ LOCAL_RULES = frozenset(
         "probes",
         "fetch_text",
         "check_text",
+        "mine_probes",
         "prefetch",
         "cube",
         "tables",
@@ -55,7 +56,11 @@ def model_jobs(config: dict, model: str) -> dict[str, int]:
 
 def shared_jobs(config: dict) -> dict[str, int]:
     """A fresh run's jobs made once whatever the models: corpus or text, probes, aggregates, figures, the target."""
-    source = {"corpus": 1, "eval_split": 1} if is_generated(config) else {"fetch_text": 1, "tokenize_text": 1}
+    source = (
+        {"corpus": 1, "eval_split": 1}
+        if is_generated(config)
+        else {"fetch_text": 1, "tokenize_text": 1, "mine_probes": 1}
+    )
     return {**source, "probes": 1, "cube": 1, "tables": 1, "figure": len(FIGURES), "all": 1}
 
 
@@ -158,9 +163,12 @@ def sae_job_cost(config: dict, model: str, group: list[int]) -> JobCost:
 
 
 def probe_items(config: dict) -> int:
-    """Items of the probe set: every category word in every template, and the controls (corpus.probe_items)."""
+    """Items of the probe sets: every category word in every template and the controls (corpus.probe_items); with
+    real text at most probes.mined_per_word contexts of every word and of its control (mining.py)."""
     words = sum(len(spec["words"]) for spec in config["corpus"]["categories"].values())
-    return words * len(config["probes"]["templates"]) + config["probes"]["n_controls"]
+    template = words * len(config["probes"]["templates"]) + config["probes"]["n_controls"]
+    mined = 2 * words * config["probes"]["mined_per_word"] if "mined" in probe_sets(config) else 0
+    return template + mined
 
 
 def score_job_cost(config: dict, model: str) -> JobCost:
@@ -227,8 +235,8 @@ def model_plan(config: dict, model: str) -> ModelPlan:
         score_job=score_job_cost(config, model),
         download_bytes=steps * checkpoint_bytes(config, model) if hub else 0.0,
         sae_weight_bytes=cells * costs.sae_params(shape.d_model, dict_size) * costs.FLOAT,
-        # feature_f1 [features x categories] and best_direction [categories x d_model], float32, per cell
-        score_bytes=cells * categories * (dict_size + shape.d_model) * costs.FLOAT,
+        # feature_f1 [features x categories] and best_direction [categories x d_model], float32, per cell and probe set
+        score_bytes=cells * len(probe_sets(config)) * categories * (dict_size + shape.d_model) * costs.FLOAT,
         checkpoint_bytes=0.0 if hub else steps * checkpoint_bytes(config, model),
     )
 
@@ -241,8 +249,9 @@ def cube_bytes(config: dict) -> float:
     layers = max(spec["n_layers"] for spec in config["models"].values())
     categories = len(config["corpus"]["categories"])
     grid = models * steps * layers
-    per_cell = categories * (len(CELL_VARIABLES) + 1) + len(QUALITY_VARIABLES)  # + best_feature
-    return costs.DOUBLE * grid * (per_cell + categories * layers)
+    sets = len(probe_sets(config))
+    per_cell = sets * categories * (len(CELL_VARIABLES) + 1) + len(QUALITY_VARIABLES)  # + best_feature
+    return costs.DOUBLE * grid * (per_cell + sets * categories * layers)
 
 
 def text_bytes(config: dict) -> float:

@@ -13,6 +13,10 @@ Two controls judge a cell on words it never scored on: the probe items are split
 predicted once, by its own fold; the score is the F1 of those predictions, its null the `null_quantile` of the
 same cross-validated score under `heldout_permutations` word-level label permutations, the folds kept.
 
+Every score is kept per probe set (`probe_set`): the template contexts, and with real text the contexts mined from its
+probe-mining part (mining.py), each scored on its own by the same functions; a category with fewer than two words in
+a set (a mined category too rare in the text) is NaN there.
+
 Beside the scores, each cell's SAE quality on the held-out evaluation split: variance explained, L0, dead
 features and reconstruction error of its activations (sae.quality), and its downstream quality, the
 next-token loss with the SAE spliced into the residual stream (featurebirth.downstream).
@@ -27,11 +31,12 @@ import torch
 import xarray as xr
 from scipy.stats import rankdata
 
-from .activations import layer_activations, probe_activations, token_rows
+from .activations import layer_activations, probe_activations, token_rows, window_activations
 from .corpus import EVAL_SPLIT, read_probes
 from .downstream import clean_reference, downstream_quality, sae_reconstruction
 from .io import atomic_path, read_json
-from .layout import CONTROL, SAE_CONFIG, group_sae_dirs
+from .layout import CONTROL, PROBE_SETS, SAE_CONFIG, group_sae_dirs
+from .mining import read_mined
 from .models import checkpoint_metadata, forward_dtype, load_model, load_tokenizer, resolve_device
 from .probe_baseline import out_of_fold, probe_logits, training_masks, word_folds
 from .sae import load_sae, quality
@@ -200,24 +205,72 @@ def encode(ae: torch.nn.Module, activations: np.ndarray) -> tuple[np.ndarray, np
     return codes, decoder / np.linalg.norm(decoder, axis=1, keepdims=True).clip(min=1e-12)
 
 
-def score_layer(
-    ae: torch.nn.Module,
-    probes: np.ndarray,
-    held_out: torch.Tensor,
-    labels: np.ndarray,
-    words: np.ndarray,
-    settings: dict,
+ProbeSet = tuple[np.ndarray, np.ndarray, np.ndarray]  # activations [n_layers, items, d_model], labels, words
+
+
+def thin_categories(labels: np.ndarray, words: np.ndarray, categories: list[str]) -> list[str]:
+    """The categories with fewer than two probe words: held-out scoring has no unseen word of them to try."""
+    return [c for c in categories if len(np.unique(words[labels == c])) < 2]
+
+
+def probe_set_scores(
+    ae: torch.nn.Module, probes: np.ndarray, labels: np.ndarray, words: np.ndarray, settings: dict
 ) -> xr.Dataset:
-    """One cell: category scores of its SAE on the probe activations, the held-out controls (a linear probe, the
-    SAE on unseen words), and the SAE's quality on held-out activations."""
+    """One cell on one probe set: category scores of its SAE, the held-out controls (a linear probe, the SAE on unseen
+    words) and the best features' directions. A category with fewer than two words (a mined set's rare category) is
+    scored with the rest, then set to NaN: its items stay negatives of the others."""
+    categories = settings["categories"]
     codes, directions = encode(ae, probes)
-    scores = score_codes(codes, labels, words, settings["categories"], settings["scoring"])
+    scores = score_codes(codes, labels, words, categories, settings["scoring"])
     device = ae.decoder.weight.device
-    scores.update(heldout_scores(probes, codes, labels, words, settings["categories"], settings["scoring"], device))
+    scores.update(heldout_scores(probes, codes, labels, words, categories, settings["scoring"], device))
     scores["best_direction"] = (("category", "hidden"), directions[scores["best_feature"].values].astype(np.float32))
+    thin = thin_categories(labels, words, categories)
+    return scores.where(~scores["category"].isin(thin)) if thin else scores
+
+
+def score_layer(
+    ae: torch.nn.Module, probe_sets: dict[str, ProbeSet], layer: int, held_out: torch.Tensor, settings: dict
+) -> xr.Dataset:
+    """One cell: its scores on every probe set (along probe_set) and its SAE's quality on held-out activations."""
+    scored = [probe_set_scores(ae, acts[layer], labels, words, settings) for acts, labels, words in probe_sets.values()]
+    scores = xr.concat(scored, "probe_set").assign_coords(probe_set=list(probe_sets))
+    device = ae.decoder.weight.device
     for name, value in quality(ae, held_out.to(device).float()).items():
         scores[name] = value
     return scores
+
+
+def probe_counts(probe_sets: dict[str, ProbeSet], categories: list[str]) -> xr.Dataset:
+    """probe_words and probe_items (probe_set, category): each category's words with contexts, and its contexts."""
+    sets = list(probe_sets.values())
+    words = [[len(np.unique(w[labels == c])) for c in categories] for _, labels, w in sets]
+    items = [[int((labels == c).sum()) for c in categories] for _, labels, _ in sets]
+    dims = ("probe_set", "category")
+    coords = {"probe_set": list(probe_sets), "category": categories}
+    return xr.Dataset({"probe_words": (dims, words), "probe_items": (dims, items)}, coords=coords)
+
+
+def read_probe_sets(
+    network: torch.nn.Module, checkpoint: Path, probes: Path, mined: Path | None, settings: dict
+) -> dict[str, ProbeSet]:
+    """Every probe set's activations at its targets, labels and words: the template contexts (text items, their
+    target located by character offsets) and, with real text, the mined ones (token-id windows, target last)."""
+    items = read_probes(probes)
+    labels = np.array([item.category for item in items])
+    words = np.array([item.word for item in items])
+    check_heldout_words(labels, words, settings["categories"])
+    batch_size = settings["forward_batch_size"]
+    sets = {PROBE_SETS[0]: (probe_activations(network, load_tokenizer(checkpoint), items, batch_size), labels, words)}
+    if mined is not None:
+        ids, labels, words = read_mined(mined)
+        sets[PROBE_SETS[1]] = (window_activations(network, ids, batch_size), labels, words)
+    for name, (_, labels, _) in sets.items():
+        unknown = sorted(set(labels.tolist()) - set(settings["categories"]) - {CONTROL})
+        if unknown:
+            source = probes if name == PROBE_SETS[0] else mined
+            raise ValueError(f"probe file {source} holds categories {unknown} that the config does not list")
+    return sets
 
 
 def studied_sae_dirs(manifests: list[Path], layers: list[int]) -> dict[int, str]:
@@ -240,24 +293,19 @@ def score_step(
     *,
     model: str,
     step: int,
+    mined: Path | None,
 ) -> xr.Dataset:
-    """Score every studied layer of one (model, step) and measure its SAEs' quality; write one netCDF file.
+    """Score every studied layer of one (model, step) on every probe set and measure its SAEs' quality; write one
+    netCDF file. `mined`: the mined probes of real text (mining.py), scored as the probe set "mined".
 
-    One forward pass over the probe set and one over the held-out evaluation split serve every layer; one
+    One forward pass over each probe set and one over the held-out evaluation split serve every layer; one
     clean pass over the split gives the clean loss (the same for every layer), then each layer's SAE is
     spliced in (and zero ablation) for its downstream quality (featurebirth.downstream).
     """
     folders = studied_sae_dirs(manifests, layers)
     device = resolve_device(settings["device"])
     network = load_model(checkpoint, device, forward_dtype(device, settings["gpu_dtype"]))
-    items = read_probes(probes)
-    labels = np.array([item.category for item in items])
-    words = np.array([item.word for item in items])
-    unknown = sorted(set(labels.tolist()) - set(settings["categories"]) - {CONTROL})
-    if unknown:
-        raise ValueError(f"probe file {probes} holds categories {unknown} that the config does not list")
-    check_heldout_words(labels, words, settings["categories"])
-    probe_acts = probe_activations(network, load_tokenizer(checkpoint), items, settings["forward_batch_size"])
+    probe_sets = read_probe_sets(network, checkpoint, probes, mined, settings)
     evaluation = settings["evaluation"]
     ids = token_rows(eval_tokens, checkpoint, EVAL_SPLIT, evaluation["tokens"], evaluation["seq_len"], spread=True)
     batch_size, exclude_first = settings["forward_batch_size"], evaluation["exclude_first"]
@@ -266,7 +314,7 @@ def score_step(
     cells = []
     for layer in layers:
         ae = load_sae(folders[layer], device)
-        cell = score_layer(ae, probe_acts[layer], held_out.pop(layer), labels, words, settings)
+        cell = score_layer(ae, probe_sets, layer, held_out.pop(layer), settings)
         trained = read_json(Path(folders[layer]) / SAE_CONFIG)["training"].get("dead_fraction_train")
         cell["dead_fraction_train"] = np.nan if trained is None else trained
         downstream = downstream_quality(network, reference, layer, sae_reconstruction(ae), evaluation["ce_floor"])
@@ -274,7 +322,7 @@ def score_step(
             cell[name] = value
         cells.append(cell.expand_dims(layer=[layer]))
         del ae
-    scores = xr.concat(cells, "layer")
+    scores = xr.concat(cells, "layer").merge(probe_counts(probe_sets, settings["categories"]))
     scores.attrs.update(
         {
             "model": model,

@@ -19,21 +19,28 @@ def _cell(value: object) -> str:
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
-def print_summary(cube: xr.Dataset, analysis: Analysis, console: Console | None = None) -> None:
+def print_summary(cube: xr.Dataset, analysis: Analysis, probe_set: str, console: Console | None = None) -> None:
     """Each category's emergence step, emergence layer, scale threshold and reactivations, per model, and the
-    emergence steps of the held-out controls (the SAE and the linear probe on unseen words)."""
+    emergence steps of the held-out controls (the SAE and the linear probe on unseen words), on one probe set
+    (`cube` its cube.probe_set_view)."""
     console = console or Console()
     settings = analysis.settings
     frame, summary = summary_frame(cube, analysis)
     controls = probe_table(cube, analysis).set_index(["model", "category"])
-    final = summary["final_step"]
+    final = int(cube["step"][-1])
     console.print(
-        f"represented: score >= {settings['tau']}, score - null >= {settings['margin']}, "
+        f"probe set {probe_set}: represented: score >= {settings['tau']}, score - null >= {settings['margin']}, "
         f"SAE variance explained >= {settings['min_variance_explained']}; persistence {settings['persistence']}"
     )
+    if summary["not_scored"]:
+        console.print(
+            f"probe set {probe_set}: not scored (fewer than two words with contexts): {summary['not_scored']}"
+        )
     for model, rows in frame.groupby("model", sort=False):
         rho = summary["spearman_frequency_vs_emergence_step"][model]["rho"]
-        table = Table(title=f"{model}  (Spearman planted frequency vs emergence step: {_cell(rho and round(rho, 2))})")
+        table = Table(
+            title=f"{model}, {probe_set} probes  (Spearman frequency vs emergence step: {_cell(rho and round(rho, 2))})"
+        )
         for header in (
             "category",
             "planted freq",

@@ -1,6 +1,7 @@
 """The answers as tables: one TSV per question, each with a header that explains its columns, and a JSON summary.
 
-Everything is cut from an `Analysis`; nothing is recomputed here.
+Everything is cut from the analyses, one per probe set (template; with real text also mined); nothing is recomputed
+here. Every table has a `probe_set` column; the summary a section per probe set.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import xarray as xr
 
 from . import emergence as em
 from .analysis import Analysis
+from .cube import probe_set_view
 from .io import atomic_path, write_json
 from .layout import SUMMARY_FILE, in_tables
 
@@ -193,16 +195,22 @@ def summary_frame(cube: xr.Dataset, analysis: Analysis) -> tuple[pd.DataFrame, d
     frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     flags = analysis.represented
     summary = {
-        "settings": analysis.settings,
-        "final_step": int(cube["step"][-1]),
         "represented_cells": int(flags.sum()),
         "represented_at_step0": int(flags.sel(step=0).sum()) if 0 in flags["step"].values else None,
         "reactivation_events": len(events),
-        "duplicate_checkpoints": analysis.duplicates,
         "spearman_frequency_vs_emergence_step": analysis.spearman,
+        "not_scored": not_scored(cube),
         "categories": frame.replace({np.nan: None}).to_dict(orient="records"),
     }
     return frame, summary
+
+
+def not_scored(cube: xr.Dataset) -> dict[str, int]:
+    """The categories of a one-probe-set cube with fewer than two words with contexts (unscored), with their count."""
+    if "probe_words" not in cube.coords:
+        return {}
+    words = cube["probe_words"].to_series()
+    return {str(category): int(n) for category, n in words[words < 2].items()}
 
 
 def _number(value: xr.DataArray) -> int | None:
@@ -211,18 +219,54 @@ def _number(value: xr.DataArray) -> int | None:
     return None if np.isnan(value) else int(value)
 
 
-def write_tables(cube: xr.Dataset, analysis: Analysis, folder: str | Path) -> dict:
-    """Every table and the JSON summary of `analysis` into `folder`; return the summary."""
+PROBE_SET_COLUMN = {
+    "probe_set": "template: held-out template contexts; mined: contexts mined from the probe-mining part of real text "
+    "(each probe set analysed on its own)"
+}
+
+
+def probe_set_tables(cube: xr.Dataset, analysis: Analysis) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Every table of one probe set's analysis (`cube` its cube.probe_set_view), by name, and its JSON summary."""
     frame, summary = summary_frame(cube, analysis)
     tables = {
-        "emergence_steps": (emergence_steps_table(cube, analysis), EMERGENCE_STEP_COLUMNS),
-        "emergence_layers": (emergence_layers_table(cube, analysis), EMERGENCE_LAYER_COLUMNS),
-        "scale_thresholds": (scale_table(analysis), SCALE_COLUMNS),
-        "reactivation": (analysis.reactivation, em.REACTIVATION_COLUMNS),
-        "summary_table": (frame, SUMMARY_COLUMNS),
-        "probe_baseline": (probe_table(cube, analysis), PROBE_COLUMNS),
+        "emergence_steps": emergence_steps_table(cube, analysis),
+        "emergence_layers": emergence_layers_table(cube, analysis),
+        "scale_thresholds": scale_table(analysis),
+        "reactivation": analysis.reactivation,
+        "summary_table": frame,
+        "probe_baseline": probe_table(cube, analysis),
     }
-    for name, (table, columns) in tables.items():
-        write_table(table, columns, Path(in_tables(folder, name)), TITLES[name])
+    return tables, summary
+
+
+TABLE_COLUMNS = {
+    "emergence_steps": EMERGENCE_STEP_COLUMNS,
+    "emergence_layers": EMERGENCE_LAYER_COLUMNS,
+    "scale_thresholds": SCALE_COLUMNS,
+    "reactivation": em.REACTIVATION_COLUMNS,
+    "summary_table": SUMMARY_COLUMNS,
+    "probe_baseline": PROBE_COLUMNS,
+}
+
+
+def write_tables(cube: xr.Dataset, analyses: dict[str, Analysis], folder: str | Path) -> dict:
+    """Every table (a row per probe set and ...) and the JSON summary of each probe set's analysis into `folder`;
+    return the summary."""
+    per_set = {p: probe_set_tables(probe_set_view(cube, p), analysis) for p, analysis in analyses.items()}
+    for name, columns in TABLE_COLUMNS.items():
+        frames = [tables[name].assign(probe_set=p) for p, (tables, _) in per_set.items()]
+        write_table(
+            pd.concat(frames, ignore_index=True),
+            PROBE_SET_COLUMN | columns,
+            Path(in_tables(folder, name)),
+            TITLES[name],
+        )
+    first = next(iter(analyses.values()))
+    summary = {
+        "settings": first.settings,
+        "final_step": int(cube["step"][-1]),
+        "duplicate_checkpoints": first.duplicates,
+        "probe_sets": {p: set_summary for p, (_, set_summary) in per_set.items()},
+    }
     write_json(summary, in_tables(folder, SUMMARY_FILE))
     return summary

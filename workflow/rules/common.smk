@@ -19,6 +19,7 @@ from featurebirth.config import (
     figure_settings,
     hub_settings,
     is_generated,
+    mining_settings,
     model_layers,
     model_spec,
     probe_settings,
@@ -157,6 +158,11 @@ def trained_saes(wildcards) -> list[str]:
         layout.sae_group(RESULTS, wildcards.model, wildcards.step, group)
         for group in SAE_GROUPS[wildcards.model, wildcards.step]
     ]
+
+
+def mined_probes(wildcards) -> list[str]:
+    """Real text: the probes mined from its probe-mining part, scored beside the template probes."""
+    return [] if is_generated(config) else [layout.corpus_file(RESULTS, "text_mined")]
 
 
 def text_frequency_source() -> list[str]:

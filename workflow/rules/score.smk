@@ -1,4 +1,5 @@
-"""Score per (model, step): every studied layer's SAE on the probe set, and its quality on held-out text.
+"""Score per (model, step): every studied layer's SAE on the probe sets (templates; with real text also the mined
+contexts), and its quality on held-out text.
 
 Scoring and evaluation settings are this job's alone: changing them rescores without retraining an SAE.
 """
@@ -8,6 +9,7 @@ rule score:
     input:
         checkpoint=checkpoint,
         probes=rules.probes.output[0],
+        mined=mined_probes,
         eval_tokens=split_tokens("eval"),
         saes=trained_saes,
     output:
@@ -23,8 +25,9 @@ rule score:
     params:
         settings=as_arg(scoring_settings(config)),
         layers=studied_layers,
+        mined=lambda wildcards, input: f"--mined {input.mined}" if input.mined else "",
     shell:
         "python -m featurebirth --threads {threads} score --model {wildcards.model} --step {wildcards.step}"
-        " --layers {params.layers} --checkpoint {input.checkpoint} --probes {input.probes}"
+        " --layers {params.layers} --checkpoint {input.checkpoint} --probes {input.probes} {params.mined}"
         " --eval-tokens {input.eval_tokens} --settings {params.settings} --saes {input.saes}"
         " --out {output} > {log} 2>&1"

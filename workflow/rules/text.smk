@@ -1,10 +1,12 @@
 """Real text (corpus.source: text): fetched once into the hub cache, tokenized once, split by document and
-packed; each model's lexicon and SAE budget are checked against it before any of that model's SAE jobs."""
+packed; each model's lexicon and SAE budget are checked against it before any of that model's SAE jobs; the lexicon
+words' contexts (and frequency-matched controls') are mined from its probe-mining part for the score jobs."""
 
 
 localrules:
     fetch_text,
     check_text,
+    mine_probes,
 
 
 rule fetch_text:
@@ -63,3 +65,24 @@ rule check_text:
     shell:
         "python -m featurebirth check-text --model {wildcards.model} --settings {params.settings}"
         " --split {input.split} --eval {input.evaluation} --tokenizer {input.tokenizer} --out {output} > {log} 2>&1"
+
+
+rule mine_probes:
+    input:
+        probe=rules.tokenize_text.output.probe,
+        tokenizer=text_tokenizer,
+    output:
+        mined=layout.corpus_file(RESULTS, "text_mined"),
+        record=layout.corpus_file(RESULTS, "text_mined_record"),
+    log:
+        layout.log_for(RESULTS, layout.corpus_file(RESULTS, "text_mined")),
+    conda:
+        "../../envs/featurebirth.yaml"
+    resources:
+        mem_mb=grows(4000),
+        runtime=grows(30),
+    params:
+        settings=lambda wildcards: as_arg(mining_settings(config)),
+    shell:
+        "python -m featurebirth mine-probes --settings {params.settings} --probe {input.probe}"
+        " --tokenizer {input.tokenizer} --out {output.mined} --record {output.record} > {log} 2>&1"
