@@ -219,3 +219,15 @@ def test_an_sae_job_killed_mid_training_resumes_and_matches_an_uninterrupted_run
         assert resumed.keys() == uninterrupted.keys()
         for name, tensor in resumed.items():
             assert torch.equal(tensor, uninterrupted[name]), (layer, name)
+
+
+def test_an_unreadable_state_or_a_save_killed_half_way_does_not_block_the_retry(tmp_path, caplog):
+    state_path = tmp_path / "group-1.training-state.pt"
+    state_path.write_bytes(b"cut short by a node crash")
+    leftover = tmp_path / f".tmp-1234abcd-{state_path.name}"
+    leftover.write_bytes(b"half a save")
+    state = TrainingState(state_path, "key", 60)
+    assert not leftover.exists()  # a killed save's temporary file is removed when the next attempt starts
+    with caplog.at_level("WARNING"):
+        assert state.load() is None
+    assert "unreadable" in caplog.text and not state_path.exists()

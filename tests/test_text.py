@@ -100,8 +100,9 @@ def _text_config(text_world, **changes) -> dict:
 def test_fetch_takes_only_the_shards_the_budget_needs(text_world, tmp_path):
     config = _text_config(text_world)
     settings = text_fetch_settings(config)
-    # micro budget: 7,680 tokens over at most 7 passes of 31 kept positions in 32, plus 256 evaluation tokens
-    assert settings["needed_tokens"] == int((7680 / 7 / (31 / 32) + 256) * 1.25)
+    # micro budget: 7,680 tokens in 31 kept positions of each 32 = 248 rows, over at most 7 passes: 36 rows of 32
+    # tokens; plus 256 evaluation tokens, with a 25% margin
+    assert settings["needed_tokens"] == int((36 * 32 + 256) * 1.25) == 1760
     found = fetch_text(settings, text_world["cache"], offline=True, pointer=tmp_path / "source.json")
     shards = [Path(path).name for path in found["files"]]
     assert shards == [path.name for path in text_world["shards"][: len(shards)]]
@@ -172,9 +173,8 @@ def test_the_sae_part_is_tokenized_only_as_far_as_the_largest_budget_reads(
 ):
     config, sizes, _ = tokenized
     settings = text_tokenize_settings(config)
-    # sae.tokens / max_epochs with the left-out positions added back, and FETCH_MARGIN = 1.25 on top
-    need = int(config["sae"]["tokens"] / config["sae"]["max_epochs"] / (31 / 32))
-    assert settings["sae_tokens"] == int(need * 1.25)
+    # the rows the SAE job reads per pass (ceil(ceil(7680 / 31) / 7) = 36 of 32 tokens), FETCH_MARGIN = 1.25 on top
+    assert settings["sae_tokens"] == int(36 * 32 * 1.25) == 1440
     pointer = Path(layout.corpus_file(tokenized[2], "text_source"))
     tokenizer = load_tokenizer(
         sorted((text_world["cache"] / "models--featurebirth-test--tiny-neox" / "snapshots").iterdir())[0]
@@ -199,10 +199,17 @@ def test_budget_checks_name_the_model_and_both_figures(tokenized, text_world, tm
     )
     distinct = sizes["sae"] // 32 * 31
     settings = text_check_settings(config, "tiny-neox")
-    assert settings["budget"] == {"tokens": 7680, "max_epochs": 7}
+    assert settings["budget"] == {"tokens": 7680, "max_epochs": 7, "batch_size": 64, "updates": 120}
     checked = check_text(split, evaluation, tokenizer, settings, "tiny-neox", tmp_path / "ok.json")
     assert json.loads((tmp_path / "ok.json").read_text()) == checked and checked["distinct_tokens"] == distinct
-    settings["budget"] = {"tokens": distinct * 2 + 1, "max_epochs": 2}
+    # a stream buffer of 100 tokens holds 3 rows (93 kept tokens): one batch of 64 a chunk, 29 skipped, so the 120
+    # updates read 120 chunks x 3 = 360 rows, more than 7 passes over the part's rows: refused, not wrapped
+    rows = distinct // 31
+    assert 360 > 7 * rows
+    streamed = {**settings, "buffer": {"mode": "stream", "buffer_tokens": 100}}
+    with pytest.raises(BudgetError, match=rf"buffer_tokens = 100; 29 tokens .* reads 360 rows .* over the {rows} rows"):
+        check_text(split, evaluation, tokenizer, streamed, "tiny-neox", tmp_path / "no.json")
+    settings["budget"] = {**settings["budget"], "tokens": distinct * 2 + 1, "max_epochs": 2}
     with pytest.raises(
         BudgetError,
         match=f"models.tiny-neox.sae.tokens = {distinct * 2 + 1} is more than .* over the {distinct} training tokens",

@@ -17,6 +17,7 @@ import jsonschema
 import yaml
 
 from .layout import PROBE_SETS
+from .stream import rows_wanted
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -424,10 +425,17 @@ def text_fetch_settings(config: dict) -> dict:
 
 
 def sae_text_tokens(config: dict) -> int:
-    """Packed tokens of SAE-training text the largest budget reads once: sae.tokens / sae.max_epochs, the positions
-    left out of every context added back."""
-    kept = 1 - config["activations"]["exclude_first"] / config["corpus"]["seq_len"]
-    return int(max(budget["tokens"] / budget["max_epochs"] for budget in text_budgets(config).values()) / kept)
+    """Packed tokens of SAE-training text the largest budget reads, per pass it may take: the rows its SAE job runs
+    over (stream.rows_wanted: the budget in kept positions, plus the chunk remainders streaming skips)."""
+    seq_len = config["corpus"]["seq_len"]
+    kept, buffer = seq_len - config["activations"]["exclude_first"], buffer_settings(config)
+    rows = [-(-rows_wanted(buffer, budget, kept) // budget["max_epochs"]) for budget in text_budgets(config).values()]
+    return max(rows) * seq_len
+
+
+def buffer_settings(config: dict) -> dict:
+    """How SAE jobs hold their activations (activations.mode and buffer_tokens)."""
+    return {key: config["activations"][key] for key in ("mode", "buffer_tokens")}
 
 
 def text_tokenize_settings(config: dict) -> dict:
@@ -442,10 +450,9 @@ def text_tokenize_settings(config: dict) -> dict:
 
 
 def text_budgets(config: dict) -> dict[str, dict]:
-    """Each model's SAE budget: its tokens and the passes over the text it may take."""
-    return {
-        model: {key: sae_settings(config, model)[key] for key in ("tokens", "max_epochs")} for model in config["models"]
-    }
+    """Each model's SAE budget: its tokens, the passes over the text it may take, and its batches."""
+    keys = ("tokens", "max_epochs", "batch_size", "updates")
+    return {model: {key: sae_settings(config, model)[key] for key in keys} for model in config["models"]}
 
 
 def text_check_settings(config: dict, model: str) -> dict:
@@ -456,6 +463,7 @@ def text_check_settings(config: dict, model: str) -> dict:
         "categories": categories,
         "filler_words": corpus["filler_words"],
         "budget": text_budgets(config)[model],
+        "buffer": buffer_settings(config),
         "evaluation_tokens": config["evaluation"]["tokens"],
         **token_settings(config),
     }
@@ -472,8 +480,12 @@ def sae_training_settings(config: dict, model: str) -> dict:
     The job shape (SAE_JOB_SHAPE: layer-group size, save interval) is left out: changing it retrains nothing.
     """
     recipe = {key: value for key, value in sae_settings(config, model).items() if key not in SAE_JOB_SHAPE}
-    buffer = {key: config["activations"][key] for key in ("mode", "buffer_tokens")}
-    return {**runtime_settings(config), "sae": recipe, "tokens": token_settings(config), "buffer": buffer}
+    return {
+        **runtime_settings(config),
+        "sae": recipe,
+        "tokens": token_settings(config),
+        "buffer": buffer_settings(config),
+    }
 
 
 def token_settings(config: dict) -> dict:
@@ -510,7 +522,7 @@ def provenance(config: dict) -> dict:
         "models": models,
         "sae": sae,
         "tokens": token_settings(config),
-        "buffer": sae_training_settings(config, next(iter(config["models"])))["buffer"],
+        "buffer": buffer_settings(config),
         **scoring,
     }
 

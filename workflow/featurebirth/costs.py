@@ -158,7 +158,7 @@ GPU_NAME = "NVIDIA H100 SXM 80 GB"
 GPU_PEAK_FLOPS = 989e12
 GPU_MEMORY_BYTES = 80e9  # HBM3, NVIDIA H100 SXM datasheet
 # [assumption, not measured here: this task had no GPU] the share of peak reached on the FLOPs above. SAE updates
-# at batch 1,024 spend as much time in Adam and decoder-norm passes over the fp32 weights as in the matmuls, and
+# at small batches spend as much time in Adam and decoder-norm passes over the fp32 weights as in the matmuls, and
 # small models in kernel launches; dictionary-learning's own run (Pythia-70m, 2 SAEs of 4,096, ctx 128, ~83k
 # tokens/s on an RTX 3090, ../shared/notes/scale.md) comes to ~6 TFLOP/s by this module's arithmetic, ~9% of that
 # card's 71 TFLOP/s fp16 tensor peak. 20% on an H100 at Pythia widths >= 2,048 is a middle assumption: measure it

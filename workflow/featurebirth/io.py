@@ -18,6 +18,12 @@ def _temporary_sibling(path: Path) -> Path:
     return path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
 
 
+def temporary_siblings(path: str | Path) -> list[Path]:
+    """What killed atomic writes to `path` left behind (their temporary files)."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".tmp-*-{path.name}"))
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary file path next to `path`; rename it to `path` when the block succeeds."""

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .io import atomic_path
+from .io import atomic_path, temporary_siblings
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +70,19 @@ class TrainingState:
         self.path, self.key = Path(path), key
         self.every = save_every_minutes * 60
         self.saved_at = time.monotonic()
+        for leftover in temporary_siblings(self.path):  # a save killed half-way
+            leftover.unlink(missing_ok=True)
 
     def load(self) -> dict | None:
-        """The saved state if there is one for these settings; a stale one is deleted with a log line."""
+        """The saved state if there is one for these settings; a stale or unreadable one is deleted with a log line."""
         if not self.path.exists():
             return None
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as error:  # a file cut short by a node crash: start over rather than fail every retry
+            log.warning("discarding the training state %s: unreadable (%s)", self.path, error)
+            self.path.unlink()
+            return None
         if state.get("key") != self.key:
             log.warning("discarding the training state %s: saved under other settings, tokens or weights", self.path)
             self.path.unlink()

@@ -31,7 +31,7 @@ from .layout import SAE_CONFIG, SAE_WEIGHTS, cell_name, group_sae_dirs, training
 from .models import forward_dtype, load_truncated, resolve_device
 from .resume import TrainingInterrupted, TrainingState, restore_trainer, sigterm_requested, state_key, trainer_state
 from .stream import ChunkSchedule, chunk_schedule, rows_wanted
-from .text import check_budget
+from .text import check_budget, check_stream_rows
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class LayerRun:
 
     def step(self, update: int, values: torch.Tensor, picks: torch.Tensor, device: torch.device, autocast) -> None:
         """One SAE update on the picked tokens of this layer's chunk, checked every CHECK_EVERY updates."""
-        batch = (values[picks].float() / self.norm).to(device, non_blocking=True)
+        batch = values[picks].to(device, non_blocking=True).float().div_(self.norm)  # fp16 over the bus
         with autocast:
             loss = self.trainer.update(update, batch)
         if loss is not None:
@@ -236,7 +236,7 @@ def train_group(
     updates, batch_size = settings["updates"], settings["batch_size"]
     saved = state.load() if state else None
     start = saved["update"] if saved else 0
-    chunk, _ = schedule.position(start)
+    chunk, _ = schedule.position(min(start, updates - 1))
     values, loaded_rows, order = (
         source(schedule.rows(chunk)),
         schedule.rows(chunk),
@@ -244,9 +244,11 @@ def train_group(
     )
     if saved:
         runs = [
-            resume_run(layer, cell, saved["layers"][layer], settings, device, model) for layer, cell in cells.items()
+            resume_run(layer, cell, saved["layers"].pop(layer), settings, device, model)
+            for layer, cell in cells.items()
         ]
         torch.set_rng_state(saved["rng"])
+        del saved  # the restored copy is on the trainers now: do not hold a second one for the whole run
         log.info("resumed from SAE update %d of %d (%s)", start, updates, state.path)
     else:
         runs = [start_run(layer, cell, values[layer], settings, device, model) for layer, cell in cells.items()]
@@ -286,9 +288,14 @@ def train_group(
 
 
 def _save(state: TrainingState | None, done: int, runs: list[LayerRun]) -> None:
+    """Save the group's state; a failed save (disk full) is logged and training goes on from the last good one."""
     if state is None:
         return
-    state.save({"update": done, "layers": {run.layer: run.saved() for run in runs}, "rng": torch.get_rng_state()})
+    try:
+        state.save({"update": done, "layers": {run.layer: run.saved() for run in runs}, "rng": torch.get_rng_state()})
+    except OSError as error:
+        log.warning("could not save the training state at SAE update %d (%s): %s", done, state.path, error)
+        return
     log.info("saved the training state at SAE update %d (%s)", done, state.path)
 
 
@@ -349,7 +356,8 @@ def train_layer_group(
     ids = token_rows(
         tokens, checkpoint, SAE_SPLIT, rows_wanted(buffer, recipe, kept) * context["seq_len"], context["seq_len"]
     )
-    check_budget(recipe, ids.shape[0] * kept, tokens)  # fails before the model is loaded
+    check_budget(recipe, ids.shape[0] * kept, tokens)  # both fail before the model is loaded
+    check_stream_rows(recipe, buffer, len(ids), kept, tokens)
     schedule = chunk_schedule(
         buffer["mode"], buffer["buffer_tokens"], len(ids), kept, recipe["batch_size"], recipe["seed"]
     )

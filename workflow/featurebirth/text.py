@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 
 from .io import atomic_path, read_json, write_json
+from .stream import chunk_schedule
 
 SUFFIXES = (".txt", ".jsonl", ".jsonl.zst", ".parquet")
 TOKENIZE_BATCH = 256  # documents per tokenizer call
@@ -216,6 +217,27 @@ def check_budget(budget: dict, distinct: int, source: str | Path, key: str = "sa
         )
 
 
+def check_stream_rows(recipe: dict, buffer: dict, n_rows: int, kept: int, source: str | Path) -> None:
+    """Refuse a streamed schedule that would read more than max_epochs passes over the `n_rows` rows of text.
+
+    A chunk's tokens short of one SAE batch are skipped, so a one-pass budget reads a little more text than
+    sae.tokens; without this check the schedule would wrap around and repeat rows silently.
+    """
+    schedule = chunk_schedule(buffer["mode"], buffer["buffer_tokens"], n_rows, kept, recipe["batch_size"], 0)
+    if schedule.rows_per_chunk == n_rows:
+        return  # one chunk holds every row, reused for each pass: check_budget's tokens / distinct is the measure
+    read = schedule.rows_read(recipe["updates"])
+    if read > n_rows * recipe["max_epochs"]:
+        skipped = schedule.rows_per_chunk * kept - schedule.batches_per_chunk * recipe["batch_size"]
+        raise BudgetError(
+            f"sae.tokens = {recipe['tokens']} streamed in chunks of {schedule.rows_per_chunk} rows (activations."
+            f"buffer_tokens = {buffer['buffer_tokens']}; {skipped} tokens of each chunk short of one SAE batch of "
+            f"{recipe['batch_size']} are skipped) reads {read} rows of {kept} kept tokens: more than sae.max_epochs = "
+            f"{recipe['max_epochs']} pass(es) over the {n_rows} rows of {source}: add text, lower the budget or "
+            "choose a buffer that holds whole batches"
+        )
+
+
 def check_text(split: Path, evaluation: Path, tokenizer, settings: dict, model: str, record: Path) -> dict:
     """One model against the text, before any SAE job of it: every lexicon word (and control word) one token of
     the model's tokenizer, the SAE budget within max_epochs passes over the SAE part, the evaluation tokens within the
@@ -234,6 +256,9 @@ def check_text(split: Path, evaluation: Path, tokenizer, settings: dict, model: 
     word_ids = {word: word_ids[word] for words in settings["categories"].values() for word in words}
     distinct = ids.shape[0] * (ids.shape[1] - settings["exclude_first"])
     check_budget(settings["budget"], distinct, split, key=f"models.{model}.sae")
+    check_stream_rows(
+        settings["budget"], settings["buffer"], ids.shape[0], ids.shape[1] - settings["exclude_first"], split
+    )
     with h5py.File(evaluation, "r") as handle:
         held_out = next(iter(handle.values())).size
     if settings["evaluation_tokens"] > held_out:

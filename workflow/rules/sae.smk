@@ -26,6 +26,7 @@ rule train_saes:
     params:
         settings=per_model(sae_training_settings),
     shell:
-        "python -m featurebirth --threads {threads} train-saes --model {wildcards.model} --step {wildcards.step}"
+        # exec: the SAE job is the shell's process, so SLURM's SIGTERM reaches it and no wrapper exits before its save
+        "exec python -m featurebirth --threads {threads} train-saes --model {wildcards.model} --step {wildcards.step}"
         " --checkpoint {input.checkpoint} --tokens {input.tokens} --settings {params.settings} --manifest {output}"
         " --save-every-minutes {resources.save_every_minutes} > {log} 2>&1"
