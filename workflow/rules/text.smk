@@ -71,6 +71,8 @@ rule mine_probes:
     input:
         probe=rules.tokenize_text.output.probe,
         tokenizer=text_tokenizer,
+        # after the lexicon's check against the text's tokenizer, whose error names every word at fault
+        checked=text_frequency_source(),
     output:
         mined=layout.corpus_file(RESULTS, "text_mined"),
         record=layout.corpus_file(RESULTS, "text_mined_record"),
