@@ -47,6 +47,8 @@ def test_schedule_chunks_wrap_and_cut_whole_batches():
 def test_memory_mode_holds_every_row_and_the_buffer_never_exceeds_the_text():
     memory = chunk_schedule("memory", 256, 40, 31, 64, seed=0)
     assert memory.rows_per_chunk == 40 and memory.batches_per_chunk == 1240 // 64 == 19
+    assert memory.rows_run(120) == 40  # one chunk of every row, run once and reused for all 6.3 passes
+    assert chunk_schedule("stream", 256, 40, 31, 64, seed=0).rows_run(120) == 320  # 40 chunks of 8 rows, each run
     assert chunk_schedule("stream", 10**9, 40, 31, 64, seed=0).rows_per_chunk == 40
 
 

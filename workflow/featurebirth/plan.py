@@ -125,9 +125,7 @@ def held_tokens(config: dict, model: str) -> int:
 def forward_positions(config: dict, model: str) -> int:
     """Positions one SAE job's truncated forward pass runs over: every row once when one chunk holds them all
     (it is reused for every pass); else once per chunk served."""
-    schedule = sae_schedule(config, model)
-    reused = schedule.rows_per_chunk == schedule.n_rows
-    rows = schedule.n_rows if reused else schedule.rows_read(sae_settings(config, model)["updates"])
+    rows = sae_schedule(config, model).rows_run(sae_settings(config, model)["updates"])
     return rows * config["corpus"]["seq_len"]
 
 

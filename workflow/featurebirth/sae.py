@@ -160,14 +160,20 @@ class LayerRun:
         return {**trainer_state(self.trainer), "norm": self.norm, "check": self.check.cpu(), "limit": self.limit}
 
 
+def layer_trainer(layer: int, d_model: int, settings: dict, device: torch.device, model: str):
+    """A freshly built trainer for one layer, its dead-feature window set from the recipe (trainSAE cannot)."""
+    trainer = build_trainer(trainer_config(settings, d_model, device, model=model, layer=layer))
+    if hasattr(trainer, "dead_feature_threshold"):
+        trainer.dead_feature_threshold = settings["dead_feature_tokens"]
+    return trainer
+
+
 def start_run(
     layer: int, cell: str, values: torch.Tensor, settings: dict, device: torch.device, model: str
 ) -> LayerRun:
     """A fresh SAE for one layer, its inputs scaled by the first chunk's mean squared norm."""
     norm = norm_factor(values)
-    trainer = build_trainer(trainer_config(settings, values.shape[1], device, model=model, layer=layer))
-    if hasattr(trainer, "dead_feature_threshold"):
-        trainer.dead_feature_threshold = settings["dead_feature_tokens"]
+    trainer = layer_trainer(layer, values.shape[1], settings, device, model)
     check = (values[:CHECK_TOKENS].float() / norm).to(device)
     limit = settings["divergence_factor"] * (check - check.mean(dim=0)).pow(2).sum(dim=1).mean().item()
     return LayerRun(layer, cell, trainer, norm, check, limit)
@@ -175,10 +181,7 @@ def start_run(
 
 def resume_run(layer: int, cell: str, saved: dict, settings: dict, device: torch.device, model: str) -> LayerRun:
     """One layer's SAE put back in the state a previous attempt of the job saved."""
-    d_model = saved["check"].shape[1]
-    trainer = build_trainer(trainer_config(settings, d_model, device, model=model, layer=layer))
-    if hasattr(trainer, "dead_feature_threshold"):
-        trainer.dead_feature_threshold = settings["dead_feature_tokens"]
+    trainer = layer_trainer(layer, saved["check"].shape[1], settings, device, model)
     restore_trainer(trainer, saved)
     return LayerRun(layer, cell, trainer, saved["norm"], saved["check"].to(device), saved["limit"])
 

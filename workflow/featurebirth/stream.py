@@ -51,8 +51,13 @@ class ChunkSchedule:
         return divmod(update, self.batches_per_chunk)
 
     def rows_read(self, updates: int) -> int:
-        """Rows the forward pass runs over to serve `updates` SAE updates (repeats counted)."""
+        """Rows the chunks serving `updates` SAE updates hold (repeats counted)."""
         return -(-updates // self.batches_per_chunk) * self.rows_per_chunk
+
+    def rows_run(self, updates: int) -> int:
+        """Rows the forward pass runs over for `updates` SAE updates: every row once when one chunk holds them all
+        (the job reuses it for every pass), else the rows of every chunk served."""
+        return self.n_rows if self.rows_per_chunk == self.n_rows else self.rows_read(updates)
 
 
 def rows_per_chunk(mode: str, buffer_tokens: int, n_rows: int, tokens_per_row: int) -> int:

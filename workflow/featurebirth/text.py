@@ -224,9 +224,7 @@ def check_stream_rows(recipe: dict, buffer: dict, n_rows: int, kept: int, source
     sae.tokens; without this check the schedule would wrap around and repeat rows silently.
     """
     schedule = chunk_schedule(buffer["mode"], buffer["buffer_tokens"], n_rows, kept, recipe["batch_size"], 0)
-    if schedule.rows_per_chunk == n_rows:
-        return  # one chunk holds every row, reused for each pass: check_budget's tokens / distinct is the measure
-    read = schedule.rows_read(recipe["updates"])
+    read = schedule.rows_run(recipe["updates"])  # one chunk of every row is read once: check_budget judges that
     if read > n_rows * recipe["max_epochs"]:
         skipped = schedule.rows_per_chunk * kept - schedule.batches_per_chunk * recipe["batch_size"]
         raise BudgetError(
