@@ -138,17 +138,17 @@ def test_analysis_arrays_have_the_documented_dimensions():
     analysis = analyse(rich_cube(), SETTINGS)
     dims = {name: getattr(analysis, name).dims for name in ARRAY_FIELDS}
     assert dims == {
-        "represented": ("model", "step", "layer", "category"),
-        "emergence_step": ("model", "layer", "category"),
-        "emergence_layer": ("model", "step", "category"),
-        "earliest_step": ("model", "category"),
-        "earliest_layer": ("model", "category"),
-        "scale_threshold": ("step", "category", "depth_bin"),
-        "scale_model": ("step", "category", "depth_bin"),
-        "control_represented": ("readout", "model", "step", "layer", "category"),
-        "control_emergence_step": ("readout", "model", "layer", "category"),
-        "control_earliest_step": ("readout", "model", "category"),
-        "control_earliest_layer": ("readout", "model", "category"),
+        "represented": ("seed", "model", "step", "layer", "category"),
+        "emergence_step": ("seed", "model", "layer", "category"),
+        "emergence_layer": ("seed", "model", "step", "category"),
+        "earliest_step": ("seed", "model", "category"),
+        "earliest_layer": ("seed", "model", "category"),
+        "scale_threshold": ("seed", "step", "category", "depth_bin"),
+        "scale_model": ("seed", "step", "category", "depth_bin"),
+        "control_represented": ("readout", "seed", "model", "step", "layer", "category"),
+        "control_emergence_step": ("readout", "seed", "model", "layer", "category"),
+        "control_earliest_step": ("readout", "seed", "model", "category"),
+        "control_earliest_layer": ("readout", "seed", "model", "category"),
     }
     assert analysis.represented.dtype == analysis.control_represented.dtype == bool
     assert analysis.control_represented["readout"].values.tolist() == ["heldout", "probe"]
@@ -158,16 +158,45 @@ def test_analysis_arrays_have_the_documented_dimensions():
 def test_the_analysis_follows_the_planted_order():
     analysis = analyse(planted_order_cube(), SETTINGS)
     assert analysis.settings == SETTINGS
-    steps = analysis.emergence_step.sel(model="m", layer=0).values
+    steps = analysis.emergence_step.sel(seed=0, model="m", layer=0).values
     assert steps[:3].tolist() == [1, 2, 4] and np.isnan(steps[3])
-    assert analysis.earliest_step.sel(model="m").values[:3].tolist() == [1, 2, 4]
-    assert analysis.earliest_layer.sel(model="m").values[:3].tolist() == [0, 0, 0]
+    assert analysis.earliest_step.sel(seed=0, model="m").values[:3].tolist() == [1, 2, 4]
+    assert analysis.earliest_layer.sel(seed=0, model="m").values[:3].tolist() == [0, 0, 0]
     assert int(analysis.represented.sum()) == 4 + 3 + 2
-    assert analysis.emergence_layer.sel(model="m", step=8).values[:3].tolist() == [0, 0, 0]
-    assert analysis.scale_threshold.sel(step=8, depth_bin="all").values[:3].tolist() == [10, 10, 10]
-    assert analysis.scale_model.sel(step=8, depth_bin="all").values.tolist() == ["m", "m", "m", ""]
+    assert analysis.emergence_layer.sel(seed=0, model="m", step=8).values[:3].tolist() == [0, 0, 0]
+    assert analysis.scale_threshold.sel(seed=0, step=8, depth_bin="all").values[:3].tolist() == [10, 10, 10]
+    assert analysis.scale_model.sel(seed=0, step=8, depth_bin="all").values.tolist() == ["m", "m", "m", ""]
     assert analysis.reactivation.empty
     assert analysis.spearman == {"m": {"rho": pytest.approx(-1.0), "p_value": pytest.approx(0.0), "n_categories": 4}}
+    assert analysis.spearman_every_later_step == analysis.spearman
+
+
+def test_seeds_are_analysed_alike_and_summed_up_by_the_median_step(tmp_path):
+    # seed 0 as planted_order_cube; seed 1: c0 from step 2, c1 flickers (represented at 2, not 4, again at 8), c2 at 4
+    cube = planted_order_cube()
+    cube = xr.concat([cube, cube.copy(deep=True)], "seed", data_vars="all").assign_coords(seed=[0, 5])
+    cube["score"].loc[{"seed": 5, "step": 1, "category": "c0"}] = LOW
+    cube["score"].loc[{"seed": 5, "step": 4, "category": "c1"}] = LOW
+    for name in ("probe_score", "probe_null", "seed_cosine", "seed_correlation"):  # no seed dimension
+        cube[name] = cube[name].isel(seed=0, drop=True)
+    analysis = analyse(cube, SETTINGS)  # persistence 1
+    assert analysis.earliest_step.fillna(-1).values.tolist() == [[[1, 2, 4, -1]], [[2, 8, 4, -1]]]
+    # the median of two: the later step; never ranks after every step
+    estimate, agreeing = em.over_seeds(analysis.earliest_step)
+    assert estimate.fillna(-1).values.tolist() == [[2, 8, 4, -1]] and agreeing.values.tolist() == [[1, 1, 2, 2]]
+    # frequency order c0 > c1 > c2 > c3 against steps 2, 8, 4, never: rho 0.8; represented at every later step
+    # from then on: the same steps
+    assert analysis.spearman["m"]["rho"] == pytest.approx(-0.8)
+    assert analysis.spearman_every_later_step["m"]["rho"] == pytest.approx(-0.8)
+    summary = tables_of(cube, analysis, tmp_path)["probe_sets"]["template"]
+    assert summary["seeds"] == [0, 5]
+    assert summary["represented_cells_per_seed"] == [9, 7]
+    assert summary["represented_cells_every_seed"] == 7
+    assert summary["findings_in_every_seed"]["earliest_emergence_steps"] == {"found": 3, "same_step_in_every_seed": 1}
+    table = pd.read_csv(layout.table_path(tmp_path, "emergence_steps"), sep="\t", comment="#", keep_default_na=False)
+    assert table["emergence_step"].tolist() == ["2", "8", "4", ""]
+    assert table["seed_steps"].tolist() == ["1/2", "2/8", "4/4", "-/-"]
+    assert table["seeds_agreeing"].tolist() == [1, 1, 2, 2] and table["n_seeds"].tolist() == [2] * 4
 
 
 @pytest.mark.parametrize(
@@ -183,10 +212,10 @@ def test_represented_follows_the_settings(override):
 def test_min_ce_recovered_moves_emergence_and_nan_ratios_pass(tmp_path):
     # c0 represented from step 1; its SAE recovers 0.5 of the loss at steps 1 and 2, 0.9 later; step 0 has no ratio
     cube = with_downstream(planted_order_cube(), [np.nan, 0.5, 0.5, 0.9, 0.9], [0.0, 1.0, 1.0, 0.1, 0.1])
-    assert analyse(cube, SETTINGS).earliest_step.sel(model="m").values[:3].tolist() == [1, 2, 4]
+    assert analyse(cube, SETTINGS).earliest_step.sel(seed=0, model="m").values[:3].tolist() == [1, 2, 4]
     settings = {**SETTINGS, "min_ce_recovered": 0.8}
     analysis = analyse(cube, settings)
-    assert analysis.earliest_step.sel(model="m").values[:3].tolist() == [4, 4, 4]
+    assert analysis.earliest_step.sel(seed=0, model="m").values[:3].tolist() == [4, 4, 4]
     assert int(analysis.represented.sum()) == 3 * 2
     # the NaN-ratio step 0 passes the floor; its scores do not
     assert analysis.represented.sel(step=0).sum() == 0
@@ -238,13 +267,13 @@ def test_duplicate_checkpoints_are_refused_unless_allowed(tmp_path):
 def test_every_probe_set_is_analysed_on_its_own_and_tabled_side_by_side(tmp_path):
     template = planted_order_cube()
     mined = planted_order_cube()
-    mined["score"][0, :, 0, 0] = LOW  # on mined contexts c0 never emerges; the rest as on the templates
+    mined["score"][0, 0, :, 0, 0] = LOW  # on mined contexts c0 never emerges; the rest as on the templates
     cube = xr.concat([template, mined], "probe_set").assign_coords(probe_set=["template", "mined"])
     cube = cube.assign_coords(probe_words=(("probe_set", "category"), [[3, 3, 3, 3], [3, 3, 3, 1]]))
     analyses = analyse_probe_sets(cube, SETTINGS)
     assert list(analyses) == ["template", "mined"]
     assert analyses["template"].equals(analyse(template, SETTINGS))
-    assert analyses["mined"].earliest_step.sel(model="m").fillna(-1).values.tolist() == [-1, 2, 4, -1]
+    assert analyses["mined"].earliest_step.sel(seed=0, model="m").fillna(-1).values.tolist() == [-1, 2, 4, -1]
     summary = write_tables(cube, analyses, layout.tables_dir(tmp_path))
     table = pd.read_csv(layout.table_path(tmp_path, "summary_table"), sep="\t", comment="#")
     steps = table.set_index(["probe_set", "category"])["earliest_emergence_step"].fillna(-1).astype(int)
@@ -258,8 +287,8 @@ def test_every_probe_set_is_analysed_on_its_own_and_tabled_side_by_side(tmp_path
     assert summary["probe_sets"]["template"]["not_scored"] == {}
     assert summary["probe_sets"]["mined"]["not_scored"] == {"c3": 1}  # one word with contexts: reported
     assert (
-        summary["probe_sets"]["mined"]["represented_cells"]
-        == summary["probe_sets"]["template"]["represented_cells"] - 4
+        summary["probe_sets"]["mined"]["represented_cells_every_seed"]
+        == summary["probe_sets"]["template"]["represented_cells_every_seed"] - 4
     )
 
 
@@ -286,7 +315,11 @@ def test_tables_are_cut_from_the_analysis(tmp_path):
     assert summary["final_step"] == 8
     assert list(summary["probe_sets"]) == ["template"]
     template = summary["probe_sets"]["template"]
-    assert (template["represented_cells"], template["represented_at_step0"], template["reactivation_events"]) == (
+    assert (
+        template["represented_cells_every_seed"],
+        template["represented_at_step0"],
+        template["reactivation_events"],
+    ) == (
         9,
         0,
         0,
@@ -306,7 +339,7 @@ def test_probe_table_gives_the_lag_of_the_held_out_sae_behind_the_probe(tmp_path
     for category, first in {0: 0, 1: 1, 2: 2, 3: 4}.items():  # one configured step earlier; c3 at the last step
         probe[first:, 0, category] = HIGH
     cube["probe_score"][0] = probe
-    cube["heldout_score"][0, :, 0, 2] = LOW  # on held-out words the SAE never finds c2
+    cube["heldout_score"][0, 0, :, 0, 2] = LOW  # on held-out words the SAE never finds c2
     tables_of(cube, analyse(cube, SETTINGS), tmp_path)
     table = pd.read_csv(layout.table_path(tmp_path, "probe_baseline"), sep="\t", comment="#")
     assert table["category"].tolist() == ["c0", "c1", "c2", "c3"]
@@ -385,7 +418,7 @@ def test_tables_and_summary_do_not_recompute(tmp_path, forbid_recomputation):
     with pytest.raises(AssertionError, match="recomputed"):
         em.represented(cube, SETTINGS)
     summary = tables_of(cube, analysis, tmp_path)
-    assert (summary["settings"]["tau"], summary["probe_sets"]["template"]["represented_cells"]) == (0.8, 9)
+    assert (summary["settings"]["tau"], summary["probe_sets"]["template"]["represented_cells_every_seed"]) == (0.8, 9)
     console = Console(record=True, width=200, file=io.StringIO())
     print_summary(cube, analysis, "template", console)
     assert "score >= 0.8" in console.export_text()
@@ -397,7 +430,7 @@ def test_print_summary_shows_the_analysis(tmp_path):
     print_summary(cube, analyse(cube, {**SETTINGS, "tau": 0.9}), "template", console)
     text = console.export_text()
     assert "probe set template: represented: score >= 0.9, score - null >= 0.2, SAE variance explained >= 0.5; " in text
-    assert "m, template probes  (Spearman frequency vs emergence step: -1)" in text
+    assert "m, template probes  (Spearman frequency vs emergence step: -1; represented at every later step: -1)" in text
     rows = [line.split("│")[1:-1] for line in text.splitlines() if line.startswith("│")]
     assert [[cell.strip() for cell in row] for row in rows] == [
         ["c0", "1", "1 (layer 0)", "0", "m", "-", "1 / 1"],

@@ -29,6 +29,13 @@ MICRO_LEXICON = str(TESTS / "micro_lexicon.yaml")
 MISSING_LEXICON = str(TESTS / "no_such_lexicon.yaml")
 
 
+def trained_recipe(recipe: dict) -> dict:
+    """What an SAE job's settings hold of a recipe: no job shape, and the first seed in place of the seed list (a
+    job's own seeds come from its name)."""
+    kept = {key: value for key, value in recipe.items() if key not in (*SAE_JOB_SHAPE, "seeds")}
+    return kept | {"seed": recipe["seeds"][0]}
+
+
 def test_defaults_are_filled(micro):
     assert micro["sae"]["architecture"] == "topk"
     assert micro["sae"]["layers_per_job"] == "all"
@@ -106,6 +113,13 @@ BAD_CONFIGS = {
     "model max_epochs too few for the budget": (lambda c: c["models"]["tiny-b"].update(sae={"max_epochs": 2}), "models.tiny-b.sae.tokens", ("7680 is more than models.tiny-b.sae.max_epochs = 2", "the 1240 training tokens")),
     "model budget below two batches": (lambda c: c["models"]["tiny-b"].update(sae={"tokens": 100}), "models.tiny-b.sae.tokens", "a budget of 100 tokens is less than two batches of 64"),
     "given warm-up not below a model's smaller budget": (lambda c: (c["sae"].update(warmup_steps=100), c["models"]["tiny-b"].update(sae={"tokens": 3840})), "models.tiny-b.sae.warmup_steps", "100 must be smaller than the 60 updates of the budget (models.tiny-b.sae.tokens)"),
+    "sae.seed (replaced by sae.seeds)": (lambda c: c["sae"].update(seed=3), "sae.seed", "sae.seeds: [3]"),
+    "no SAE seed": (lambda c: c["sae"].update(seeds=[]), "sae.seeds", "should be non-empty"),
+    "a seed twice": (lambda c: c["sae"].update(seeds=[0, 1, 0]), "sae.seeds", "non-unique elements"),
+    "negative seed": (lambda c: c["sae"].update(seeds=[-1]), "sae.seeds.0", "minimum"),
+    "seeds per model": (lambda c: c["models"]["tiny-b"].update(sae={"seeds": [1]}), "models.tiny-b.sae.seeds", "for the whole study"),
+    "lineage figure of an unknown model": (lambda c: c.update(figures={"lineage_model": "tiny-z"}), "figures.lineage_model", "'tiny-z' is not a configured model"),
+    "lineage figure of an unknown category": (lambda c: c.update(figures={"lineage_categories": ["animals", "fish"]}), "figures.lineage_categories", "['fish'] are not categories"),
     "layers_per_job zero": (lambda c: c["sae"].update(layers_per_job=0), "sae.layers_per_job", "0 is not valid"),
     "layers_per_job unknown word": (lambda c: c["sae"].update(layers_per_job="some"), "sae.layers_per_job", "'some' is not valid"),
     "model SAE override of the wrong type": (lambda c: c["models"]["tiny-b"].update(sae={"k": "four"}), "models.tiny-b.sae.k", "'four' is not of type 'integer'"),
@@ -217,7 +231,7 @@ def test_sae_settings_resolve_the_budget_per_model(micro_raw):
     # tiny-b: its own budget scales what is null (100 // 8 = 12, 25,600 // 5 = 5120); given values are kept
     assert (b["updates"], b["warmup_steps"], b["sparsity_warmup_steps"], b["dead_feature_tokens"]) == (100, 3, 12, 5120)
     assert b["threshold_start_step"] == 50
-    assert sae_training_settings(config, "tiny-b")["sae"] == {k: v for k, v in b.items() if k not in SAE_JOB_SHAPE}
+    assert sae_training_settings(config, "tiny-b")["sae"] == trained_recipe(b)
     assert config["sae"]["warmup_steps"] is None  # the validated config keeps the null; the recipe fills it
 
 
@@ -253,9 +267,7 @@ def _presentation(c):
 def test_sae_training_settings_hold_training_only(micro, micro_raw):
     settings = sae_training_settings(micro, "tiny-a")
     assert sorted(settings) == ["buffer", "device", "forward_batch_size", "gpu_dtype", "sae", "tokens"]
-    assert settings["sae"] == {
-        key: value for key, value in sae_settings(micro, "tiny-a").items() if key not in SAE_JOB_SHAPE
-    }
+    assert settings["sae"] == trained_recipe(sae_settings(micro, "tiny-a"))
     assert settings["buffer"] == {"mode": "stream", "buffer_tokens": 262144}
     # micro: 7680 tokens in batches of 64 = 120 updates; warm-ups 120 // 8, threshold 120 // 4, dead window 7680 // 5
     assert {key: settings["sae"][key] for key in ("tokens", "max_epochs", "batch_size", "updates")} == {
@@ -308,9 +320,7 @@ def test_cube_settings_leave_out_presentation(micro, micro_raw):
     assert not {"analysis", "figures", "results"} & set(settings["provenance"])
     provenance = settings["provenance"]
     assert provenance["corpus"] == {key: value for key, value in micro["corpus"].items() if key != "lexicon"}
-    assert provenance["sae"]["tiny-a"] == {
-        k: v for k, v in sae_settings(micro, "tiny-a").items() if k not in SAE_JOB_SHAPE
-    }
+    assert provenance["sae"]["tiny-a"] == trained_recipe(sae_settings(micro, "tiny-a"))
     assert provenance["buffer"] == {"mode": "stream", "buffer_tokens": 262144}
     assert provenance["sae"]["tiny-a"]["updates"] == 120 and provenance["sae"]["tiny-a"]["warmup_steps"] == 15
     assert provenance["tokens"] == {"seq_len": 32, "exclude_first": 1}

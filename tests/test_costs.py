@@ -13,7 +13,7 @@ import yaml
 from conftest import JOB_ENV, REPO, TESTS, snakemake
 
 from featurebirth import costs, layout, plan
-from featurebirth.config import grid, load_config, model_layers, sae_job_groups, validate_config
+from featurebirth.config import grid, load_config, model_layers, sae_group_name, sae_job_groups, validate_config
 
 
 def test_shapes_reproduce_every_published_pythia_count():
@@ -61,7 +61,7 @@ def small(small_raw) -> dict:
     return validate_config(small_raw)
 
 
-def test_the_arithmetic_by_hand(small):
+def test_the_arithmetic_by_hand(small, small_raw):
     # block: attention 4*100^2 + 4*100, MLP 2*100*400 + 400 + 100, LayerNorms 4*100 = 121,300 (= 12 d^2 + 13 d)
     shape = plan.model_shape(small, "m")
     assert shape.block_params == 121_300 and shape.embedding_params == 50_304 * 100
@@ -79,7 +79,7 @@ def test_the_arithmetic_by_hand(small):
         "score": 2,
         "cube": 1,
         "tables": 1,
-        "figure": 3,
+        "figure": 4,
         "heatmaps": 1,
         "quality_heatmaps": 1,
         "all": 1,
@@ -91,7 +91,7 @@ def test_the_arithmetic_by_hand(small):
     # default 262,144-token buffer holds them all: one copy, one forward pass over 40 rows of 32 positions
     assert plan.held_tokens(small, "m") == 1_240
     assert plan.forward_positions(small, "m") == 1_280
-    job = plan.sae_job_cost(small, "m", [0, 1, 2])
+    job = plan.sae_job_cost(small, "m", ([0, 1, 2], [0]))
     memory = job.memory
     assert memory.model_weights == (5_030_400 + 3 * 121_300) * 2 == 10_788_600
     assert memory.sae_training == 3 * 40_300 * 16 == 1_934_400
@@ -109,10 +109,20 @@ def test_the_arithmetic_by_hand(small):
     model = plan.model_plan(small, "m")
     assert model.cells == 8 and model.download_bytes == 2 * 40_069_616
     assert model.sae_weight_bytes == 8 * 40_300 * 4 == 1_289_600
-    # score files: per cell 3 categories x (200 features + 100 dims) float32
-    assert model.score_bytes == 8 * 3 * 300 * 4
+    # score files: per cell 3 categories x (200 features + 100 dims + 34 probe items: 9 words x 2 templates + 16
+    # controls) float32
+    assert plan.probe_items(small) == 34
+    assert model.score_bytes == 8 * 3 * 334 * 4
     # results: the SAE weights halve in bf16
     assert "SAE weights stored in bf16: 1.29 MB -> 645 kB" in plan.format_plan(small, "small")
+    # two seeds in one job: twice the SAEs (memory, state, SAE FLOPs, update overhead), one forward pass and buffer
+    two = plan.sae_job_cost(small, "m", ([0, 1, 2], [0, 1]))
+    assert two.memory.sae_training == 6 * 40_300 * 16 and two.memory.training_state == 6 * 40_300 * 12
+    assert two.memory.activation_buffer == memory.activation_buffer and two.memory.model_weights == memory.model_weights
+    flops = 2 * 3 * 121_300 * 1_280 + 6 * 12 * 100 * 200 * 7_680
+    assert two.seconds == pytest.approx(60 + read + flops / (989e12 * 0.2) + 120 * 6 * 1e-3)
+    seeded = plan.model_plan(validate_config({**small_raw, "sae": {**small_raw["sae"], "seeds": [0, 1]}}), "m")
+    assert seeded.sae_weight_bytes == 2 * model.sae_weight_bytes and seeded.score_bytes == 2 * model.score_bytes
 
 
 def test_a_small_stream_buffer_holds_one_chunk_and_forwards_the_budget(small_raw):
@@ -121,7 +131,7 @@ def test_a_small_stream_buffer_holds_one_chunk_and_forwards_the_budget(small_raw
     # served is a forward pass: 372 // 64 = 5 batches a chunk, 120 updates = 24 chunks of 12 rows of 32 positions
     assert plan.held_tokens(config, "m") == 372
     assert plan.forward_positions(config, "m") == 24 * 12 * 32
-    assert plan.sae_job_cost(config, "m", [3]).memory.activation_buffer == 372 * 1 * 100 * 2
+    assert plan.sae_job_cost(config, "m", ([3], [0])).memory.activation_buffer == 372 * 1 * 100 * 2
 
 
 def test_warnings_name_resources_below_the_estimate(small, small_raw):
@@ -214,11 +224,33 @@ def test_sae_weight_estimate_matches_the_saved_files(micro_run, micro):
 
 def test_sae_job_groups_keep_trained_groups_and_cut_the_rest(small, small_raw):
     """The one planning function of SAE jobs (the Snakefile's and the plan's): trained groups by their manifests'
-    names, the studied layers they leave out cut into groups of sae.layers_per_job (3 here)."""
-    assert sae_job_groups(small, "m", []) == [[0, 1, 2], [3]]
-    assert sae_job_groups(small, "m", [[1]]) == [[1], [0, 2, 3]]
-    assert sae_job_groups(small, "m", [[0, 1, 2, 3]]) == [[0, 1, 2, 3]]
-    # a trained group of layers no longer studied plans nothing
+    names, the studied (layer, seed)s they leave out cut into groups of sae.layers_per_job (3 here), seeds missing the
+    same layers in one job; a name without seeds is the first seed's."""
+    assert sae_job_groups(small, "m", []) == [([0, 1, 2], [0]), ([3], [0])]
+    assert sae_job_groups(small, "m", [([1], [])]) == [([1], [0]), ([0, 2, 3], [0])]
+    assert sae_job_groups(small, "m", [([0, 1, 2, 3], [])]) == [([0, 1, 2, 3], [0])]
+    assert [sae_group_name(small, group) for group in sae_job_groups(small, "m", [])] == ["0-1-2", "3"]
+    # a seed added: only it is trained, the first seed's jobs keep their names
+    small_raw["sae"]["seeds"] = [0, 7, 8]
+    seeded = validate_config(small_raw)
+    assert sae_job_groups(seeded, "m", [([0, 1, 2], []), ([3], [])]) == [
+        ([0, 1, 2], [0]),
+        ([3], [0]),
+        ([0, 1, 2], [7, 8]),
+        ([3], [7, 8]),
+    ]
+    assert sae_group_name(seeded, ([0, 1, 2], [7, 8])) == "0-1-2.seeds-7-8"
+    assert sae_group_name(seeded, ([0, 1, 2], [0])) == "0-1-2"
+    # seeds missing different layers train apart: seed 7 has layer 3 already
+    assert sae_job_groups(seeded, "m", [([0, 1, 2, 3], [0]), ([3], [7])]) == [
+        ([0, 1, 2, 3], [0]),
+        ([3], [7]),
+        ([0, 1, 2], [7]),
+        ([0, 1, 2], [8]),
+        ([3], [8]),
+    ]
+    # a trained group of layers no longer studied plans nothing, nor one of seeds no longer configured
     small_raw["models"]["m"]["layers"] = [3]
     studied = validate_config(small_raw)
-    assert sae_job_groups(studied, "m", [[0, 1]]) == [[3]]
+    assert sae_job_groups(studied, "m", [([0, 1], [])]) == [([3], [0, 7, 8])]
+    assert sae_job_groups(studied, "m", [([3], [9])]) == [([3], [0, 7, 8])]

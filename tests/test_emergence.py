@@ -5,7 +5,15 @@ import pytest
 import xarray as xr
 
 from featurebirth import emergence as em
-from featurebirth.cube import CELL_VARIABLES, DESCRIPTIONS, QUALITY_VARIABLES, build_cube, open_cube, write_cube
+from featurebirth.cube import (
+    CELL_VARIABLES,
+    DESCRIPTIONS,
+    PROBE_VARIABLES,
+    QUALITY_VARIABLES,
+    build_cube,
+    open_cube,
+    write_cube,
+)
 
 SETTINGS = {
     "tau": 0.8,
@@ -22,9 +30,11 @@ SETTINGS = {
 HIGH, LOW, MID = 0.95, 0.3, 0.7
 
 
-def cube_of(scores: dict[str, np.ndarray], n_params: dict[str, int], steps: list[int], null: float = 0.5) -> xr.Dataset:
-    """A cube from per-model score arrays [step, layer, category]; layers beyond a model's depth are NaN; the held-out
-    controls score as the SAE does."""
+def cube_of(
+    scores: dict[str, np.ndarray], n_params: dict[str, int], steps: list[int], null: float = 0.5, seeds: int = 1
+) -> xr.Dataset:
+    """A cube from per-model score arrays [step, layer, category], the same for each of `seeds` SAE seeds; layers
+    beyond a model's depth are NaN; the held-out controls score as the SAE does; no lineage measured (NaN)."""
     models = list(scores)
     n_layers = {m: scores[m].shape[1] for m in models}
     depth = max(n_layers.values())
@@ -32,21 +42,29 @@ def cube_of(scores: dict[str, np.ndarray], n_params: dict[str, int], steps: list
     padded = np.full((len(models), len(steps), depth, n_categories), np.nan)
     for i, m in enumerate(models):
         padded[i, :, : n_layers[m]] = scores[m]
-    dims = ("model", "step", "layer", "category")
-    quality = np.where(np.isnan(padded[..., 0]), np.nan, 0.9)
+    cell = ("model", "step", "layer", "category")
+    per_seed = np.repeat(padded[None], seeds, axis=0)
+    dims = ("seed", *cell)
+    quality = np.where(np.isnan(per_seed[..., 0]), np.nan, 0.9)
+    nulls = np.where(np.isnan(per_seed), np.nan, null)
     return xr.Dataset(
         {
-            "score": (dims, padded),
-            "null": (dims, np.where(np.isnan(padded), np.nan, null)),
-            **{f"{readout}_score": (dims, padded.copy()) for readout in em.CONTROLS},
-            **{f"{readout}_null": (dims, np.where(np.isnan(padded), np.nan, null)) for readout in em.CONTROLS},
-            "variance_explained": (dims[:3], quality),
+            "score": (dims, per_seed),
+            "null": (dims, nulls),
+            "heldout_score": (dims, per_seed.copy()),
+            "heldout_null": (dims, nulls.copy()),
+            "probe_score": (cell, padded.copy()),
+            "probe_null": (cell, nulls[0].copy()),
+            "variance_explained": (dims[:4], quality),
             "direction_cosine": (
-                ("model", "step", "category", "layer", "other_layer"),
-                np.zeros((len(models), len(steps), n_categories, depth, depth)),
+                ("seed", "model", "step", "category", "layer", "other_layer"),
+                np.zeros((seeds, len(models), len(steps), n_categories, depth, depth)),
             ),
+            **{name: (dims, np.full(per_seed.shape, np.nan)) for name in ("lineage_cosine", "lineage_correlation")},
+            **{name: (cell, np.full(padded.shape, np.nan)) for name in ("seed_cosine", "seed_correlation")},
         },
         coords={
+            "seed": np.arange(seeds),
             "model": models,
             "step": steps,
             "layer": np.arange(depth),
@@ -83,7 +101,8 @@ STEPS5 = [0, 1, 2, 4, 8]
 )
 def test_emergence_step(pattern, persistence, expected):
     cube = cube_of({"m": over_steps(pattern)}, {"m": 10}, STEPS5)
-    step = em.emergence_step(em.represented(cube, SETTINGS), persistence).sel(model="m", layer=0, category="c0")
+    flags = em.represented(cube, SETTINGS)
+    step = em.emergence_step(flags, persistence).sel(seed=0, model="m", layer=0, category="c0")
     if expected is None:
         assert np.isnan(float(step))
     else:
@@ -98,12 +117,12 @@ def test_score_above_tau_but_not_above_null_is_not_represented():
 def test_controls_take_the_same_rule_and_only_the_sae_needs_a_healthy_sae():
     cube = cube_of({"m": over_steps([HIGH] * 5)}, {"m": 10}, STEPS5)
     cube["probe_null"][:, 0] = 0.9  # step 0: the probe does not beat its null by the margin
-    cube["heldout_score"][:, 1] = 0.75  # step 1: the held-out SAE is below tau
-    flags = em.control_represented(cube, SETTINGS).sel(model="m", layer=0, category="c0")
+    cube["heldout_score"][:, :, 1] = 0.75  # step 1: the held-out SAE is below tau
+    flags = em.control_represented(cube, SETTINGS).sel(seed=0, model="m", layer=0, category="c0")
     assert flags.sel(readout="heldout").values.tolist() == [True, False, True, True, True]
     assert flags.sel(readout="probe").values.tolist() == [False, True, True, True, True]
     cube["variance_explained"][:] = 0.2
-    flags = em.control_represented(cube, SETTINGS).sel(model="m", layer=0, category="c0")
+    flags = em.control_represented(cube, SETTINGS).sel(seed=0, model="m", layer=0, category="c0")
     assert not flags.sel(readout="heldout").any() and flags.sel(readout="probe").values.tolist()[1:] == [True] * 4
     with pytest.raises(ValueError, match=r"no \['probe_score', 'probe_null'\].*rerun the score jobs"):
         em.control_represented(cube.drop_vars(["probe_score", "probe_null"]), SETTINGS)
@@ -142,8 +161,8 @@ def test_downstream_limits_where_set(limits, expected):
     cube = with_downstream(cube_of({"m": over_steps([HIGH] * 5)}, {"m": 10}, STEPS5), RECOVERED, INCREASE)
     settings = {key: value for key, value in SETTINGS.items() if key not in ("min_ce_recovered", "max_ce_increase")}
     flags = em.represented(cube, {**settings, **limits})
-    assert flags.sel(model="m", layer=0, category="c0").values.tolist() == expected
-    assert em.healthy(cube, {**settings, **limits}).sel(model="m", layer=0).values.tolist() == expected
+    assert flags.sel(seed=0, model="m", layer=0, category="c0").values.tolist() == expected
+    assert em.healthy(cube, {**settings, **limits}).sel(seed=0, model="m", layer=0).values.tolist() == expected
 
 
 def test_downstream_limits_need_the_downstream_variables():
@@ -158,7 +177,7 @@ def test_downstream_limits_need_the_downstream_variables():
 def test_emergence_layer_is_the_shallowest_represented():
     scores = np.array([[[LOW, LOW], [LOW, HIGH], [HIGH, HIGH]]])  # 1 step, 3 layers, 2 categories
     cube = cube_of({"m": scores}, {"m": 10}, [5])
-    layer = em.emergence_layer(em.represented(cube, SETTINGS)).sel(model="m", step=5)
+    layer = em.emergence_layer(em.represented(cube, SETTINGS)).sel(seed=0, model="m", step=5)
     assert layer.values.tolist() == [2, 1]
     never = cube_of({"m": np.full((1, 3, 1), LOW)}, {"m": 10}, [5])
     assert np.isnan(em.emergence_layer(em.represented(never, SETTINGS)).item())
@@ -178,7 +197,7 @@ def scale_threshold(flags: xr.DataArray, n_params: xr.DataArray) -> xr.DataArray
 
 
 def test_scale_threshold_across_models_of_different_depths():
-    cube = depth_cube()
+    cube = depth_cube().sel(seed=0)
     flags = em.represented(cube, SETTINGS)
     assert float(scale_threshold(flags, cube["n_params"]).sel(step=7, category="c0")) == 100
     by_depth = scale_threshold(em.depth_binned(cube, flags, 3), cube["n_params"]).sel(step=7, category="c0")
@@ -191,14 +210,14 @@ def test_scale_threshold_across_models_of_different_depths():
 
 def test_layers_a_model_does_not_have_never_count():
     cube = depth_cube()
-    assert em.studied(cube).sel(model="small", step=7).values.tolist() == [True, True, False, False]
+    assert em.studied(cube).sel(seed=0, model="small", step=7).values.tolist() == [True, True, False, False]
     depth = em.relative_depth(cube["layer"], cube["n_layers"])
     assert depth.sel(model="small", layer=[0, 1]).values.tolist() == [0.5, 1.0]
     assert depth.sel(model="large").values.tolist() == [0.25, 0.5, 0.75, 1.0]
     assert np.isnan(em.relative_depth(xr.DataArray(np.nan), cube["n_layers"]).sel(model="small").item())
-    flags = em.represented(cube, SETTINGS)
+    flags = em.represented(cube, SETTINGS).sel(seed=0)
     assert flags.sel(model="small", step=7, category="c0").values.tolist() == [False, True, False, False]
-    late = em.depth_binned(cube, flags, 3).sel(depth_bin="67-100%", step=7, category="c0")
+    late = em.depth_binned(cube.sel(seed=0), flags, 3).sel(depth_bin="67-100%", step=7, category="c0")
     assert late.sel(model="small").values.tolist() == [False, True, False, False]
     assert not late.sel(model="large").any()
 
@@ -287,24 +306,39 @@ def test_two_dips_are_two_events():
     ]
 
 
-def step_scores(model: str, step: int, layers: list[int], n_layers: int) -> xr.Dataset:
-    """One (model, step) score file as the score stage writes it: every studied layer along `layer`, each probe set
-    along `probe_set` (the mined set scores 0.05 lower, its best features one further)."""
+def step_scores(model: str, step: int, layers: list[int], n_layers: int, seeds: tuple[int, ...] = (0, 1)) -> xr.Dataset:
+    """One (model, step) score file as the score stage writes it: every studied layer along `layer`, each SAE seed
+    along `seed` (seed k scores k/100 higher), each probe set along `probe_set` (the mined set scores 0.05 lower, its
+    best features one further, and has two probe items to the template set's three). Best features: category a's
+    direction and codes are the same at every step and seed; b's direction turns by 90 degrees from step 0 to the
+    later steps and is reversed in seed 1, and its codes move from item 1 to item 2."""
     per_layer = []
     for layer in layers:
-        sets = []
-        for offset in (0, 1):
-            scores = xr.Dataset(
-                {name: ("category", np.array([0.9, 0.1]) + layer / 100 - offset / 20) for name in CELL_VARIABLES},
-                coords={"category": ["a", "b"]},
-            )
-            scores["best_feature"] = ("category", np.array([layer, layer + 1], dtype=np.int32) + offset)
-            scores["best_direction"] = (("category", "hidden"), np.eye(2, 4, k=layer // 2, dtype=np.float32))
-            sets.append(scores)
-        scores = xr.concat(sets, "probe_set").assign_coords(probe_set=["template", "mined"])
-        for i, name in enumerate(QUALITY_VARIABLES):
-            scores[name] = 0.5 + i / 100 + layer / 1000
-        per_layer.append(scores.expand_dims(layer=[layer]))
+        per_seed = []
+        for seed in seeds:
+            sets = []
+            for offset, items in ((0, 3), (1, 2)):
+                base = np.array([0.9, 0.1]) + layer / 100 - offset / 20 + seed / 100
+                scores = xr.Dataset(
+                    {name: ("category", base) for name in CELL_VARIABLES}, coords={"category": ["a", "b"]}
+                )
+                scores["best_feature"] = ("category", np.array([layer, layer + 1], dtype=np.int32) + offset)
+                b = np.eye(4)[(layer // 2 + 1 + (step > 0)) % 4] * (-1 if seed else 1)
+                scores["best_direction"] = (
+                    ("category", "hidden"),
+                    np.stack([np.eye(4)[layer // 2], b]).astype(np.float32),
+                )
+                codes = np.zeros((2, items), dtype=np.float32)
+                codes[0, 0], codes[1, 1 if step == 0 else items - 1] = 1, 2
+                scores["best_codes"] = (("category", "item"), codes)
+                sets.append(scores.assign_coords(item=np.arange(items)))
+            cell = xr.concat(sets, "probe_set", join="outer").assign_coords(probe_set=["template", "mined"])
+            for i, name in enumerate(QUALITY_VARIABLES):
+                cell[name] = 0.5 + i / 100 + layer / 1000 + seed / 10
+            per_seed.append(cell)
+        scores = xr.concat(per_seed, "seed").assign_coords(seed=list(seeds))
+        probe = {name: (("probe_set", "category"), [[0.7, 0.2], [0.6, 0.1]]) for name in PROBE_VARIABLES}
+        per_layer.append(scores.assign(probe).expand_dims(layer=[layer]))
     counts = {"probe_words": [[3, 3], [3, 1]], "probe_items": [[6, 6], [20, 2]]}
     coords = {"probe_set": ["template", "mined"], "category": ["a", "b"]}
     totals = xr.Dataset({k: (("probe_set", "category"), v) for k, v in counts.items()}, coords=coords)
@@ -317,45 +351,65 @@ def step_scores(model: str, step: int, layers: list[int], n_layers: int) -> xr.D
 
 def test_cube_from_step_scores_pads_shallow_models_and_round_trips(tmp_path):
     scored = [step_scores("s", st, [0, 1], 2) for st in (0, 5)]
-    scored += [step_scores("d", st, [0, 2], 3) for st in (0, 5)]  # layer 1 not studied
+    scored += [step_scores("d", st, [0, 2], 3) for st in (5, 0)]  # layer 1 not studied; files in any order
     settings = {
         "models": ["s", "d"],
         "steps": [0, 5],
         "categories": ["a", "b"],
         "planted_frequency": {"a": 2, "b": 1},
         "probe_sets": ["template", "mined"],
+        "seeds": [0, 1],
         "provenance": {"note": "test"},
     }
     cube = build_cube(scored, settings)
-    sizes = {"probe_set": 2, "model": 2, "step": 2, "layer": 3, "category": 2, "other_layer": 3}
+    sizes = {"probe_set": 2, "seed": 2, "model": 2, "step": 2, "layer": 3, "category": 2, "other_layer": 3}
     assert dict(cube.sizes) == sizes
-    assert cube["score"].dims == ("probe_set", "model", "step", "layer", "category")
+    assert cube["score"].dims == ("probe_set", "seed", "model", "step", "layer", "category")
+    assert cube["probe_score"].dims == ("probe_set", "model", "step", "layer", "category")
     assert cube.attrs["n_cells"] == 8
     assert cube["score"].sel(model="s", layer=2).isnull().all()
     assert cube["score"].sel(model="d", layer=1).isnull().all()
-    assert cube["best_feature"].sel(model="d", layer=1).values.tolist() == [[[-1, -1], [-1, -1]]] * 2
-    assert float(cube["score"].sel(probe_set="template", model="d", step=5, layer=2, category="a")) == pytest.approx(
-        0.92
-    )
-    assert float(cube["score"].sel(probe_set="mined", model="d", step=5, layer=2, category="a")) == pytest.approx(0.87)
-    assert cube["best_feature"].sel(model="d", step=5, layer=2, category="a").values.tolist() == [2, 3]
+    assert (cube["best_feature"].sel(model="d", layer=1) == -1).all()
+    cell = {"model": "d", "step": 5, "layer": 2, "category": "a"}
+    assert float(cube["score"].sel(probe_set="template", seed=0, **cell)) == pytest.approx(0.92)
+    assert float(cube["score"].sel(probe_set="template", seed=1, **cell)) == pytest.approx(0.93)
+    assert float(cube["score"].sel(probe_set="mined", seed=0, **cell)) == pytest.approx(0.87)
+    assert float(cube["probe_score"].sel(probe_set="mined", **cell)) == pytest.approx(0.6)
+    assert cube["best_feature"].sel(seed=0, **cell).values.tolist() == [2, 3]
     assert cube["probe_words"].values.tolist() == [[3, 3], [3, 1]] and cube["probe_items"].dims == (
         "probe_set",
         "category",
     )
+    # lineage: a is the same feature at steps 0 and 5 and in both seeds; b's direction turned (cosine 0) and its
+    # codes moved on the template set ([0, 2, 0] then [0, 0, 2], correlation -1/2) but not on the mined set (two
+    # items, padded to three with NaN, which the correlation leaves out: [0, 2] both times, 1); seed 1's b points
+    # the other way (seed cosine -1), with the same codes (seed correlation 1); nothing before the first step
+    lineage = cube.sel(model="d", layer=2, step=5)
+    assert lineage["lineage_cosine"].sel(category="a").values.tolist() == [[1.0, 1.0]] * 2
+    np.testing.assert_allclose(lineage["lineage_cosine"].sel(category="b").values, 0.0, atol=1e-7)
+    assert lineage["lineage_correlation"].sel(category="b").values.tolist() == [
+        [pytest.approx(-0.5)] * 2,
+        [pytest.approx(1.0)] * 2,
+    ]
+    assert lineage["seed_cosine"].values.tolist() == [[1.0, -1.0]] * 2
+    np.testing.assert_allclose(lineage["seed_correlation"].values, 1.0)
+    assert (
+        cube["lineage_cosine"].sel(step=0).isnull().all()
+        and cube["lineage_correlation"].sel(model="s", layer=2).isnull().all()
+    )
     assert cube["tokens_seen"].sel(model="d").values.tolist() == [0, 320]
     assert cube["n_layers"].values.tolist() == [2, 3]
     # layers 0 and 2 of model d have orthogonal best directions; each with itself has cosine 1
-    cosine = cube["direction_cosine"].sel(probe_set="mined", model="d", step=0, category="a")
+    cosine = cube["direction_cosine"].sel(probe_set="mined", seed=1, model="d", step=0, category="a")
     assert float(cosine.sel(layer=0, other_layer=2)) == pytest.approx(0.0)
     assert float(cosine.sel(layer=2, other_layer=2)) == pytest.approx(1.0)
     assert np.isnan(float(cosine.sel(layer=1, other_layer=2)))
     # every quality variable, downstream quality included, per (model, step, layer), described
     for i, name in enumerate(QUALITY_VARIABLES):
-        assert cube[name].dims == ("model", "step", "layer"), name
+        assert cube[name].dims == ("seed", "model", "step", "layer"), name
         assert cube[name].attrs["description"] == DESCRIPTIONS[name]
-        assert float(cube[name].sel(model="d", step=5, layer=2)) == pytest.approx(0.5 + i / 100 + 0.002), name
-        assert np.isnan(float(cube[name].sel(model="d", step=5, layer=1))), name
+        assert float(cube[name].sel(seed=1, model="d", step=5, layer=2)) == pytest.approx(0.6 + i / 100 + 0.002), name
+        assert cube[name].sel(model="d", step=5, layer=1).isnull().all(), name
     assert {"ce_loss_clean", "ce_loss_sae", "ce_loss_zero", "ce_loss_recovered", "ce_loss_increase", "kl_score"} <= set(
         QUALITY_VARIABLES
     )

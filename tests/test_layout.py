@@ -71,11 +71,25 @@ def test_the_detector_sees_a_results_path(tmp_path, literal):
 def test_layout_round_trips_layer_groups(tmp_path):
     layers = [0, 3, 11]
     assert layout.parse_layer_group(layout.layer_group(layers)) == layers
-    for group in ([0, 1], [2]):
-        manifest = Path(layout.sae_group(tmp_path, "m", 5, layout.layer_group(group)))
+    assert layout.parse_group_name(layout.group_name(layers, [2, 7])) == (layers, [2, 7])
+    assert layout.group_name(layers) == "0-3-11" and layout.parse_group_name("0-3-11") == (layers, [])
+    for group in (([0, 1], []), ([2], []), ([0, 1, 2], [4, 9])):
+        manifest = Path(layout.sae_group(tmp_path, "m", 5, layout.group_name(*group)))
         manifest.parent.mkdir(parents=True, exist_ok=True)
         manifest.write_text("{}")
     Path(layout.sae_dir(tmp_path, "m", 5, 0)).mkdir()
-    assert layout.trained_groups(tmp_path, "m", 5) == [[0, 1], [2]]
+    assert layout.trained_groups(tmp_path, "m", 5) == [([0, 1, 2], [4, 9]), ([0, 1], []), ([2], [])]
     assert layout.trained_groups(tmp_path, "m", 6) == []
+    # the first seed keeps the folders of the time before seeds; another seed's are under seed<seed>/
+    folders = layout.group_sae_dirs(layout.sae_group(tmp_path, "m", 5, "0-1.seeds-4-9"), first_seed=4)
+    assert folders == {
+        (0, 4): layout.sae_dir(tmp_path, "m", 5, 0),
+        (0, 9): layout.sae_dir(tmp_path, "m", 5, 0, seed=9),
+        (1, 4): layout.sae_dir(tmp_path, "m", 5, 1),
+        (1, 9): layout.sae_dir(tmp_path, "m", 5, 1, seed=9),
+    }
+    assert layout.sae_dir(tmp_path, "m", 5, 1, seed=9) == f"{tmp_path}/sae/m/step5/seed9/layer1"
+    assert layout.group_sae_dirs(layout.sae_group(tmp_path, "m", 5, "2"), first_seed=4) == {
+        (2, 4): layout.sae_dir(tmp_path, "m", 5, 2)
+    }
     assert layout.log_for(tmp_path, layout.score_path(tmp_path, "m", 5)).startswith(f"{tmp_path}/logs/")

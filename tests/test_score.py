@@ -23,9 +23,10 @@ from featurebirth.score import (
     check_heldout_words,
     encode,
     f1_matrix,
-    heldout_scores,
+    heldout_sae_scores,
     one_hot,
     permuted_labels,
+    probe_scores,
     score_codes,
     score_layer,
     score_step,
@@ -149,6 +150,12 @@ def category_sae() -> FixedSAE:
     return FixedSAE(encoder, decoder)
 
 
+def heldout_scores(activations, codes, labels, words, categories, settings, device) -> xr.Dataset:
+    """Both held-out controls of one cell: the linear probe on the activations and the SAE on unseen words."""
+    probe = probe_scores(activations, labels, words, categories, settings, device)
+    return probe.merge(heldout_sae_scores(codes, labels, words, categories, settings))
+
+
 def test_encode_gives_codes_and_unit_decoder_directions():
     x = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.5, 0.0, 0.0], [-1.0, 0.0, 0.0, 3.0]], dtype=np.float32)
     codes, directions = encode(category_sae(), x)
@@ -169,11 +176,11 @@ def test_score_layer_scores_the_probes_and_measures_quality_on_held_out():
         "template": (probes[None], labels, words),
         "mined": (probes[None], labels, np.where(labels == "numbers", "one", words)),
     }
-    both = score_layer(ae, sets, 0, held_out, settings)
-    assert both["probe_set"].values.tolist() == ["template", "mined"] and both["score"].dims == (
-        "probe_set",
-        "category",
-    )
+    scored = score_layer({3: ae}, sets, 0, held_out, {**settings, "device": "cpu"})
+    assert scored["seed"].values.tolist() == [3] and scored["score"].dims == ("seed", "probe_set", "category")
+    assert scored["probe_score"].dims == ("probe_set", "category")  # the probe reads no SAE: no seed
+    both = scored.sel(seed=3)
+    assert both["probe_set"].values.tolist() == ["template", "mined"]
     # the mined set's numbers have one word: not scored (NaN), the other categories score as in the template set
     mined = both.sel(probe_set="mined")
     assert np.isnan(mined["score"].sel(category="numbers")) and np.isnan(mined["heldout_score"].sel(category="numbers"))
@@ -188,6 +195,8 @@ def test_score_layer_scores_the_probes_and_measures_quality_on_held_out():
     assert cell["best_direction"].dims == ("category", "hidden")
     np.testing.assert_allclose(cell["best_direction"].values, np.eye(4)[:3], atol=1e-7)
     assert cell["feature_f1"].shape == (6, 3)
+    # the best feature's code on every probe item, for the lineage: feature c fires 1 on the items of c
+    np.testing.assert_array_equal(cell["best_codes"].values, one_hot(labels, CATEGORIES).T)
     assert both["reconstruction_mse"].dims == ()
     # one axis per category: the probe and the SAE feature chosen on other words both find every held-out word
     for name in ("probe_score", "probe_auroc", "heldout_score"):
@@ -225,7 +234,7 @@ def spliced_scores(micro, checkpoint, corpus, tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     manifest = Path(layout.sae_group(results, "tiny-a", 6, layout.layer_group([0, 1])))
     for layer, ae in {0: identity_sae(16), 1: zero_sae(16)}.items():
-        trainer = {"dict_class": "AutoEncoderTopK", "k": 16}
+        trainer = {"dict_class": "AutoEncoderTopK", "k": 16, "seed": 0}
         save_sae(
             ae, trainer, {}, {}, layout.cell_name("tiny-a", 6, layer), Path(layout.sae_dir(results, "tiny-a", 6, layer))
         )
@@ -251,9 +260,9 @@ def spliced_scores(micro, checkpoint, corpus, tmp_path_factory):
 def test_score_file_carries_the_downstream_quality_of_every_layer(micro, checkpoint, corpus, spliced_scores):
     written, settings, results = spliced_scores
     for name in VARIABLES:
-        assert written[name].dims == ("layer",), name
+        assert written[name].dims == ("layer", "seed"), name
     # the exact SAE changes nothing; the zero SAE is zero ablation
-    exact, zero = written.sel(layer=0), written.sel(layer=1)
+    exact, zero = written.sel(layer=0, seed=0), written.sel(layer=1, seed=0)
     assert float(exact["ce_loss_sae"]) == float(exact["ce_loss_clean"])
     assert float(exact["ce_loss_increase"]) == 0.0
     assert float(exact["ce_loss_recovered"]) == 1.0 and float(exact["kl_score"]) == 1.0
@@ -266,7 +275,7 @@ def test_score_file_carries_the_downstream_quality_of_every_layer(micro, checkpo
     with torch.no_grad():
         logits = model(ids).logits[:, 1:-1]
     clean = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 2:].reshape(-1)).item()
-    assert written["ce_loss_clean"].values.tolist() == [pytest.approx(clean, rel=1e-6)] * 2
+    assert written["ce_loss_clean"].values.ravel().tolist() == [pytest.approx(clean, rel=1e-6)] * 2
     assert written.attrs["eval_predictions"] == 8 * 30 and written.attrs["ce_floor"] == 1e-3
     # each layer's numbers are downstream_quality with that layer's SAE, as loaded from its folder
     reference = clean_reference(model, ids, 1, settings["forward_batch_size"])
@@ -274,7 +283,7 @@ def test_score_file_carries_the_downstream_quality_of_every_layer(micro, checkpo
         ae = load_sae(layout.sae_dir(results, "tiny-a", 6, layer))
         expected = downstream_quality(model, reference, layer, sae_reconstruction(ae), 1e-3)
         for name, value in expected.items():
-            assert float(written[name].sel(layer=layer)) == pytest.approx(value, rel=1e-9), (layer, name)
+            assert float(written[name].sel(layer=layer, seed=0)) == pytest.approx(value, rel=1e-9), (layer, name)
 
 
 def test_score_file_carries_the_held_out_controls_of_every_layer(checkpoint, corpus, spliced_scores):
@@ -286,8 +295,9 @@ def test_score_file_carries_the_held_out_controls_of_every_layer(checkpoint, cor
         codes, _ = encode(load_sae(layout.sae_dir(results, "tiny-a", 6, layer)), probes[layer])
         expected = heldout_scores(probes[layer], codes, labels, words, settings["categories"], settings["scoring"], CPU)
         for name, values in expected.data_vars.items():
-            assert written[name].dims == ("layer", "probe_set", "category"), name
-            got = written[name].sel(layer=layer, probe_set="template").values
+            seed = {"seed": 0} if name.startswith("heldout") else {}
+            assert written[name].dims == ("layer", *seed, "probe_set", "category"), name
+            got = written[name].sel(layer=layer, probe_set="template", **seed).values
             np.testing.assert_allclose(got, values.values, rtol=1e-9, err_msg=name)
 
 

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -76,13 +77,14 @@ def recipe(micro) -> dict:
     return sae_training_settings(micro, "tiny-a")["sae"]  # 120 updates of 64 tokens, TopK k=4, 64 features
 
 
-def train_streamed(checkpoint, ids, layers, recipe, mode=BUFFER, state=None, source_wrapper=None):
-    """Train the SAEs of `layers` from the truncated checkpoint, streamed with a buffer of `mode` tokens (or memory)."""
+def train_streamed(checkpoint, ids, layers, recipe, mode=BUFFER, state=None, source_wrapper=None, seeds=(0,)):
+    """Train the SAEs of `layers` x `seeds` from the truncated checkpoint, streamed with a buffer of `mode` tokens (or
+    memory); keyed by (layer, seed)."""
     network, _ = load_truncated(checkpoint, CPU, torch.float32, max(layers))
     source = forward_chunks(network, ids, layers, 16, 1)
     name, tokens = ("memory", 0) if mode == "memory" else ("stream", mode)
     schedule = chunk_schedule(name, tokens, len(ids), KEPT, recipe["batch_size"], recipe["seed"])
-    cells = {layer: cell_name("tiny-a", 6, layer) for layer in layers}
+    cells = {(layer, seed): cell_name("tiny-a", 6, layer, seed) for layer in layers for seed in seeds}
     return train_group(
         source_wrapper(source) if source_wrapper else source, schedule, cells, recipe, CPU, model="tiny-a", state=state
     )
@@ -96,8 +98,23 @@ def test_one_job_for_a_group_trains_the_same_saes_as_one_job_per_layer(checkpoin
     group = train_streamed(checkpoint, sae_ids, [0, 1], recipe)
     for layer in (0, 1):
         alone = train_streamed(checkpoint, sae_ids, [layer], recipe)
-        assert same_weights(group[layer][0], alone[layer][0]), layer
-        assert group[layer][1]["norm_factor"] == alone[layer][1]["norm_factor"]
+        assert same_weights(group[layer, 0][0], alone[layer, 0][0]), layer
+        assert group[layer, 0][1]["norm_factor"] == alone[layer, 0][1]["norm_factor"]
+
+
+def test_seeds_train_in_lockstep_each_as_it_would_alone(checkpoint, sae_ids, recipe):
+    """One job of seeds 0 and 5: seed 0's SAE is the one a job of seed 0 alone trains (so adding a seed retrains no
+    SAE of the first), seed 5's the one a job of seed 5 alone trains, and the two differ (initialisation, order)."""
+    both = train_streamed(checkpoint, sae_ids, [1], recipe, seeds=(0, 5))
+    first = train_streamed(checkpoint, sae_ids, [1], recipe)
+    other = train_streamed(checkpoint, sae_ids, [1], {**recipe, "seed": 5}, seeds=(5,))
+    assert same_weights(both[1, 0][0], first[1, 0][0]) and same_weights(both[1, 5][0], other[1, 5][0])
+    assert not torch.equal(both[1, 0][0].encoder.weight, both[1, 5][0].encoder.weight)
+    assert both[1, 0][1]["seed"] == 0 and both[1, 5][1]["seed"] == 5
+    schedule = chunk_schedule("stream", BUFFER, len(sae_ids), KEPT, recipe["batch_size"], 0)
+    assert not np.array_equal(schedule.order(0), replace(schedule, seed=5).order(0))
+    # the same chunks (one forward pass serves every seed), each seed's own order of their tokens
+    assert np.array_equal(schedule.rows(3), replace(schedule, seed=5).rows(3))
 
 
 def test_the_truncated_model_gives_the_full_models_activations(checkpoint, sae_ids):
@@ -116,8 +133,8 @@ def test_stream_and_memory_modes_train_saes_of_the_same_quality(micro, corpus, c
     (8-row chunks); variance explained on the held-out split within 0.02, both above 0.7."""
     held_out = token_rows(corpus(SPLIT_FILES["eval"][0]), checkpoint, "eval", micro["evaluation"]["tokens"], SEQ_LEN)
     x = layer_activations(load_model(checkpoint, CPU), held_out, [1], 16, token_settings(micro)["exclude_first"])[1]
-    streamed = quality(train_streamed(checkpoint, sae_ids, [1], recipe)[1][0], x.float())
-    held = quality(train_streamed(checkpoint, sae_ids, [1], recipe, mode="memory")[1][0], x.float())
+    streamed = quality(train_streamed(checkpoint, sae_ids, [1], recipe)[1, 0][0], x.float())
+    held = quality(train_streamed(checkpoint, sae_ids, [1], recipe, mode="memory")[1, 0][0], x.float())
     assert streamed["variance_explained"] > 0.7 and held["variance_explained"] > 0.7, (streamed, held)
     assert abs(streamed["variance_explained"] - held["variance_explained"]) < 0.02, (streamed, held)
 
@@ -147,11 +164,11 @@ def test_sigterm_saves_the_state_and_a_rerun_resumes_to_identical_saes(checkpoin
     with caplog.at_level("INFO"):
         resumed = train_streamed(checkpoint, sae_ids, [0, 1], recipe, state=TrainingState(state_path, "key", 60))
     assert "resumed from SAE update 7 of 120" in caplog.text
-    assert resumed[0][2]["resumed_from_update"] == 7
+    assert resumed[0, 0][2]["resumed_from_update"] == 7
     uninterrupted = train_streamed(checkpoint, sae_ids, [0, 1], recipe)
-    for layer in (0, 1):
-        assert same_weights(resumed[layer][0], uninterrupted[layer][0]), layer
-        assert resumed[layer][2]["dead_fraction_train"] == uninterrupted[layer][2]["dead_fraction_train"]
+    for unit in ((0, 0), (1, 0)):
+        assert same_weights(resumed[unit][0], uninterrupted[unit][0]), unit
+        assert resumed[unit][2]["dead_fraction_train"] == uninterrupted[unit][2]["dead_fraction_train"]
 
 
 def test_a_state_saved_under_other_settings_is_discarded(checkpoint, sae_ids, recipe, tmp_path, caplog):
@@ -160,7 +177,7 @@ def test_a_state_saved_under_other_settings_is_discarded(checkpoint, sae_ids, re
     with caplog.at_level("WARNING"):
         trained = train_streamed(checkpoint, sae_ids, [1], recipe, state=TrainingState(state_path, "key", 60))
     assert "discarding the training state" in caplog.text
-    assert trained[1][2]["resumed_from_update"] == 0
+    assert trained[1, 0][2]["resumed_from_update"] == 0
 
 
 def train_saes_command(checkpoint, tokens, settings, manifest, save_every_minutes) -> list[str]:
@@ -203,7 +220,8 @@ def test_an_sae_job_killed_mid_training_resumes_and_matches_an_uninterrupted_run
         capture_output=True, text=True, env=JOB_ENV,
     )  # fmt: skip
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    resumed_at = read_json(killed)["cells"]["0"]["resumed_from_update"]
+    layer0 = cell_name("tiny-a", 6, 0)
+    resumed_at = read_json(killed)["cells"][layer0]["resumed_from_update"]
     assert resumed_at >= saved_at and f"resumed from SAE update {resumed_at} of 3000" in rerun.stderr
     assert not os.path.exists(state)  # removed when the job finishes
     fresh = layout.sae_group(tmp_path / "fresh", "tiny-a", 6, "0-1")
@@ -214,13 +232,13 @@ def test_an_sae_job_killed_mid_training_resumes_and_matches_an_uninterrupted_run
         env=JOB_ENV,
     )
     assert whole.returncode == 0, whole.stderr[-3000:]
-    assert read_json(fresh)["cells"]["0"]["resumed_from_update"] == 0
-    for layer, folder in layout.group_sae_dirs(killed).items():
+    assert read_json(fresh)["cells"][layer0]["resumed_from_update"] == 0
+    for unit, folder in layout.group_sae_dirs(killed, first_seed=0).items():
         resumed = torch.load(os.path.join(folder, layout.SAE_WEIGHTS))
-        uninterrupted = torch.load(os.path.join(layout.group_sae_dirs(fresh)[layer], layout.SAE_WEIGHTS))
+        uninterrupted = torch.load(os.path.join(layout.group_sae_dirs(fresh, first_seed=0)[unit], layout.SAE_WEIGHTS))
         assert resumed.keys() == uninterrupted.keys()
         for name, tensor in resumed.items():
-            assert torch.equal(tensor, uninterrupted[name]), (layer, name)
+            assert torch.equal(tensor, uninterrupted[name]), (unit, name)
 
 
 def test_an_unreadable_state_or_a_save_killed_half_way_does_not_block_the_retry(tmp_path, caplog):

@@ -41,6 +41,7 @@ def _leftovers(results: Path) -> list[Path]:
     return list(Path(results).rglob(".tmp-*"))
 
 
+CELLS = {layer: layout.cell_name("tiny-a", 6, layer) for layer in LAYERS}  # the manifest's keys
 _train_group = functools.partial(train_layer_group, save_every_minutes=60)  # one SAE job, no state saves
 
 
@@ -63,20 +64,20 @@ def test_layer_group_writes_every_cell_and_its_manifest_last(micro, trained):
     # the budget (7680) is more than the SAE split: the job reads all of it, 40 rows of 32 token ids, and keeps
     # the activations of 31 positions of each row (exclude_first=1), 40 x 31 = 1240 distinct tokens
     assert manifest["tokens"] == 40 * 32 == 1280
-    assert sorted(manifest["cells"]) == ["0", "1"]
+    assert manifest["seeds"] == [0] and sorted(manifest["cells"]) == [CELLS[0], CELLS[1]]
     for layer in LAYERS:
         folder = Path(layout.sae_dir(results, "tiny-a", 6, layer))
         assert sorted(p.name for p in folder.iterdir()) == sorted([layout.SAE_WEIGHTS, layout.SAE_CONFIG])
         saved = read_json(folder / layout.SAE_CONFIG)
         assert saved["cell"] == layout.cell_name("tiny-a", 6, layer)
         assert saved["settings"] == _settings(micro)["sae"]
-        assert saved["training"] == manifest["cells"][str(layer)]
+        assert saved["training"] == manifest["cells"][CELLS[layer]]
         # the budget, 7680 = 120 updates of 64, trained over the 1240 distinct tokens (6.2 passes, max_epochs 7)
         assert saved["training"]["tokens_trained"] == 120 * 64 == micro["sae"]["tokens"]
         assert saved["training"]["distinct_tokens"] == 40 * 31 == 1240
         assert saved["trainer"]["layer"] == layer and saved["trainer"]["lm_name"] == "tiny-a"
         assert manifest_path.stat().st_mtime_ns >= (folder / layout.SAE_WEIGHTS).stat().st_mtime_ns
-    assert layout.trained_groups(results, "tiny-a", 6) == [LAYERS]
+    assert layout.trained_groups(results, "tiny-a", 6) == [(LAYERS, [])]
     assert not _leftovers(results)
 
 
@@ -86,7 +87,7 @@ def test_one_group_trains_the_same_saes_as_separate_groups(micro, checkpoint, co
             checkpoint, corpus("tokens"), _settings(micro), _manifest(tmp_path, [layer]), model="tiny-a", step=6
         )
         assert manifest["layers"] == [layer] and manifest["tokens"] == 1280
-    assert layout.trained_groups(tmp_path, "tiny-a", 6) == [[0], [1]]
+    assert layout.trained_groups(tmp_path, "tiny-a", 6) == [([0], []), ([1], [])]
     for layer in LAYERS:
         together, alone = _weights(trained[0], layer), _weights(tmp_path, layer)
         assert sorted(together) == sorted(alone)
@@ -125,8 +126,8 @@ def test_budget_beyond_max_epochs_passes_fails_before_training(micro, micro_raw,
     settings = _settings(validate_config(raw))
     manifest = _train_group(checkpoint, corpus("tokens"), settings, _manifest(tmp_path, LAYERS), model="tiny-a", step=6)
     for layer in LAYERS:
-        assert manifest["cells"][str(layer)]["distinct_tokens"] == 1280
-        assert manifest["cells"][str(layer)]["tokens_trained"] == 8681 // 64 * 64 == 135 * 64
+        assert manifest["cells"][CELLS[layer]]["distinct_tokens"] == 1280
+        assert manifest["cells"][CELLS[layer]]["tokens_trained"] == 8681 // 64 * 64 == 135 * 64
 
 
 def _score(checkpoint: Path, corpus, results: Path, settings: dict, out: Path) -> xr.Dataset:
@@ -172,19 +173,21 @@ def test_probe_categories_missing_from_the_config_fail_and_are_listed_plainly(
 
 def test_score_file_has_a_layer_dimension(micro, scored):
     returned, written, _ = scored
-    assert written["score"].dims == ("layer", "probe_set", "category")
+    assert written["score"].dims == ("layer", "seed", "probe_set", "category")
+    assert written["probe_score"].dims == ("layer", "probe_set", "category") and written["seed"].values.tolist() == [0]
     assert written["probe_set"].values.tolist() == ["template"]  # the generated corpus: templates only
     assert written["probe_words"].values.tolist() == [[3, 3, 3]] and written["probe_items"].values.tolist() == [
         [6, 6, 6]
     ]
     assert written["layer"].values.tolist() == LAYERS
     assert written["category"].values.tolist() == categories(micro) == ["animals", "colours", "numbers"]
-    assert written["feature_f1"].dims == ("layer", "probe_set", "feature", "category")
-    assert written["feature_f1"].shape == (2, 1, 64, 3)
-    assert written["best_direction"].dims == ("layer", "probe_set", "category", "hidden")
-    assert written["best_direction"].shape == (2, 1, 3, 16)
+    assert written["feature_f1"].dims == ("layer", "seed", "probe_set", "feature", "category")
+    assert written["feature_f1"].shape == (2, 1, 1, 64, 3)
+    assert written["best_direction"].dims == ("layer", "seed", "probe_set", "category", "hidden")
+    assert written["best_direction"].shape == (2, 1, 1, 3, 16)
+    assert written["best_codes"].shape == (2, 1, 1, 3, 34)  # every probe item: 9 words x 2 templates + 16 controls
     for name in ("variance_explained", "l0", "dead_fraction", "reconstruction_mse"):
-        assert written[name].dims == ("layer",), name
+        assert written[name].dims == ("layer", "seed"), name
     for name in returned.data_vars:
         np.testing.assert_array_equal(written[name].values, returned[name].values, err_msg=name)
 
@@ -201,7 +204,8 @@ def test_score_file_quality_is_the_sae_quality_on_held_out_text(micro, checkpoin
     for layer in LAYERS:
         expected = quality(load_sae(layout.sae_dir(trained[0], "tiny-a", 6, layer)), held_out[layer].float())
         for name, value in expected.items():
-            assert float(written[name].sel(layer=layer)) == pytest.approx(value, rel=1e-9, abs=1e-12), (layer, name)
+            got = float(written[name].sel(layer=layer, seed=0))
+            assert got == pytest.approx(value, rel=1e-9, abs=1e-12), (layer, name)
         assert expected["variance_explained"] > 0.7
 
 
@@ -214,12 +218,13 @@ def test_score_file_scores_are_the_sae_codes_scored(checkpoint, corpus, trained,
     for layer in LAYERS:
         codes, directions = encode(load_sae(layout.sae_dir(trained[0], "tiny-a", 6, layer)), probes[layer])
         expected = score_codes(codes, labels, words, settings["categories"], settings["scoring"])
-        cell = written.sel(layer=layer, probe_set="template")
+        cell = written.sel(layer=layer, seed=0, probe_set="template")
         for name in ("score", "null", "best_feature", "auroc", "precision", "recall", "feature_f1"):
             np.testing.assert_allclose(cell[name].values, expected[name].values, rtol=1e-6, err_msg=name)
         best = cell["best_feature"].values
         np.testing.assert_allclose(cell["score"].values, cell["feature_f1"].values.max(axis=0), rtol=1e-6)
         np.testing.assert_allclose(cell["best_direction"].values, directions[best], rtol=1e-6)
+        np.testing.assert_allclose(cell["best_codes"].values, codes[:, best].T, rtol=1e-6)
         np.testing.assert_allclose(np.linalg.norm(cell["best_direction"].values, axis=1), 1.0, rtol=1e-5)
         assert ((cell["score"] >= 0) & (cell["score"] <= 1)).all()
 
@@ -242,4 +247,5 @@ def test_one_pass_budget_reads_enough_contexts_for_its_kept_positions(micro, che
     settings["sae"] = resolve_sae({**settings["sae"], **scaled, "tokens": 1000, "max_epochs": 1, "batch_size": 50})
     manifest = _train_group(checkpoint, corpus("tokens"), settings, _manifest(tmp_path, [0]), model="tiny-a", step=6)
     assert manifest["tokens"] == 33 * 32
-    assert manifest["cells"]["0"]["distinct_tokens"] == 33 * 31 and manifest["cells"]["0"]["tokens_trained"] == 1000
+    cell = manifest["cells"][CELLS[0]]
+    assert cell["distinct_tokens"] == 33 * 31 and cell["tokens_trained"] == 1000

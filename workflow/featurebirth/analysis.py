@@ -4,6 +4,8 @@ Settings come by one route: the caller passes the analysis settings (the validat
 `analysis` section). The config stored in the cube is provenance only and is never read here.
 Each probe set (template; with real text also mined) is analysed on its own, by the same rules: the emergence of a
 category on the template contexts and on contexts mined from text are two answers, side by side in the tables.
+Every SAE seed is analysed alike (the arrays keep the cube's seed dimension); where one answer is asked for, it is
+the median over seeds (emergence.over_seeds), and the tables say how many seeds agree with it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ ARRAY_FIELDS = (
     "control_earliest_step",
     "control_earliest_layer",
 )
-JSON_FIELDS = ("settings", "spearman", "duplicates")
+JSON_FIELDS = ("settings", "spearman", "spearman_every_later_step", "duplicates")
 DESCRIPTIONS = {
     "represented": "score >= tau, score - null >= margin and SAE variance explained >= min_variance_explained; "
     "where set, ce_loss_recovered >= min_ce_recovered (cells whose ratio is NaN pass) and ce_loss_increase <= "
@@ -69,7 +71,8 @@ class Analysis:
     control_earliest_step: xr.DataArray  # (readout, model, category); NaN if never
     control_earliest_layer: xr.DataArray  # (readout, model, category)
     reactivation: pd.DataFrame  # one event per row, columns em.REACTIVATION_COLUMNS
-    spearman: dict[str, dict]  # per model: planted frequency vs earliest emergence step (rho, p_value, n_categories)
+    spearman: dict[str, dict]  # per model: frequency vs earliest emergence step, median over seeds (rho, p, n)
+    spearman_every_later_step: dict[str, dict]  # the same when emerging means represented at every later step
     duplicates: list[dict]  # duplicate checkpoints (model, step, fingerprint), analysed only when allowed
 
     def arrays(self) -> dict[str, xr.DataArray]:
@@ -110,9 +113,10 @@ def analyse(cube: xr.Dataset, settings: dict) -> Analysis:
     em.refuse_duplicates(duplicates, settings)
     flags = _plain(em.represented(cube, settings), "represented")
     steps = _plain(em.emergence_step(flags, settings["persistence"]), "emergence_step")
+    lasting = em.emergence_step(flags, cube.sizes["step"]).min("layer")  # represented at every later step
     earliest_step, earliest_layer = (_plain(a, a.name) for a in em.earliest_emergence(steps))
     binned = em.depth_binned(cube, flags, settings["depth_bins"])
-    smallest = em.smallest_model(binned, cube["n_params"]).transpose("step", "category", "depth_bin")
+    smallest = em.smallest_model(binned, cube["n_params"]).transpose(..., "step", "category", "depth_bin")
     controls = _plain(em.control_represented(cube, settings), "control_represented")
     control_steps = _plain(em.emergence_step(controls, settings["persistence"]), "control_emergence_step")
     control_first, control_layer = (_plain(a, f"control_{a.name}") for a in em.earliest_emergence(control_steps))
@@ -130,7 +134,8 @@ def analyse(cube: xr.Dataset, settings: dict) -> Analysis:
         control_earliest_step=control_first,
         control_earliest_layer=control_layer,
         reactivation=em.reactivation_events(cube, flags, settings),
-        spearman=em.spearman_by_model(earliest_step, corpus_frequency(cube)),
+        spearman=em.spearman_by_model(em.over_seeds(earliest_step)[0], corpus_frequency(cube)),
+        spearman_every_later_step=em.spearman_by_model(em.over_seeds(lasting)[0], corpus_frequency(cube)),
         duplicates=duplicates,
     )
 

@@ -8,6 +8,7 @@ from the rule (its inputs and outputs, themselves from `featurebirth.layout`).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 from collections.abc import Callable
@@ -136,13 +137,14 @@ def cmd_score(args: argparse.Namespace) -> None:
             "probe set %s: category %s has %d word(s) with contexts, fewer than two: not scored", probe_set, category, n
         )
     sets = scores["probe_set"].values.tolist()
-    for layer in scores["layer"].values:
-        cell = scores.sel(layer=layer)
+    for layer, seed in itertools.product(scores["layer"].values, scores["seed"].values):
+        cell = scores.sel(layer=layer, seed=seed)
         log.info(
-            "%s step %d layer %d: variance explained %.3f, scores %s",
+            "%s step %d layer %d seed %d: variance explained %.3f, scores %s",
             args.model,
             args.step,
             layer,
+            seed,
             float(cell["variance_explained"]),
             {p: dict(zip(args.settings["categories"], cell["score"].sel(probe_set=p).values.round(3))) for p in sets},
         )
@@ -190,6 +192,8 @@ def cmd_figure(args: argparse.Namespace) -> None:
         figures.emergence_curves(cube, analysis, args.out, dpi)
     elif args.kind == "scale":
         figures.scale(cube, analysis, steps, args.out, dpi)
+    elif args.kind == "lineage":
+        figures.lineage(cube, args.settings["model"], args.settings["categories"], args.out, dpi)
     else:
         figures.reactivation(cube, analysis, steps, args.out, dpi)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from .layout import PROBE_SETS
+from .layout import PROBE_SETS, group_name
 from .stream import rows_wanted
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
@@ -98,6 +98,8 @@ def _with_lexicon(config: dict) -> dict:
 
 def validate_config(raw: dict) -> dict:
     """Return a validated copy of `raw` with defaults filled in, or raise ConfigError."""
+    if "seed" in (raw.get("sae") or {}):
+        raise ConfigError("sae.seed", "was replaced by sae.seeds, a list (sae.seed: 3 is now sae.seeds: [3])")
     config = _with_lexicon(copy.deepcopy(raw))
     validator = _validator_filling_defaults()(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
@@ -115,6 +117,7 @@ def validate_config(raw: dict) -> dict:
     for name, model in config["models"].items():
         _check_model(config, name, model)
     _check_analysis(config)
+    _check_figures(config)
     return config
 
 
@@ -179,6 +182,15 @@ def _check_positions(config: dict) -> None:
     exclude, seq_len = config["activations"]["exclude_first"], config["corpus"]["seq_len"]
     if exclude >= seq_len - 1:
         raise ConfigError("activations.exclude_first", f"{exclude} leaves no counted position in contexts of {seq_len}")
+
+
+def _check_figures(config: dict) -> None:
+    model, chosen = config["figures"]["lineage_model"], config["figures"]["lineage_categories"] or []
+    if model is not None and model not in config["models"]:
+        raise ConfigError("figures.lineage_model", f"{model!r} is not a configured model ({list(config['models'])})")
+    unknown = [c for c in chosen if c not in config["corpus"]["categories"]]
+    if unknown:
+        raise ConfigError("figures.lineage_categories", f"{unknown} are not categories of the lexicon")
 
 
 def _check_analysis(config: dict) -> None:
@@ -280,6 +292,10 @@ def _check_model(config: dict, name: str, model: dict) -> None:
     unknown = sorted(set(overrides) - set(config["sae"]))
     if unknown:
         raise ConfigError(f"{key}.sae", f"unknown SAE setting(s) {unknown}")
+    if "seeds" in overrides:
+        raise ConfigError(
+            f"{key}.sae.seeds", "seeds are set for the whole study (sae.seeds: the cube's seed dimension)"
+        )
     merged = {**config["sae"], **overrides}
     errors = list(jsonschema.Draft202012Validator(load_schema()["properties"]["sae"]).iter_errors(merged))
     if errors:
@@ -331,17 +347,42 @@ def layer_groups(config: dict, model: str, layers: list[int]) -> list[list[int]]
     return [layers[i : i + size] for i in range(0, len(layers), max(size, 1))]
 
 
-def sae_job_groups(config: dict, model: str, trained: list[list[int]]) -> list[list[int]]:
-    """The layer groups whose SAE jobs cover the studied layers of one (model, step): the trained groups (known by
-    their manifests' names) holding a studied layer, then the studied layers they leave out, cut by layer_groups.
+def sae_seeds(config: dict) -> list[int]:
+    """The SAE seeds of the study (sae.seeds); the first one's SAEs keep the folders of the time before seeds."""
+    return list(config["sae"]["seeds"])
 
-    So adding a layer trains only that layer, and a trained group keeps its name; the Snakefile and the cost plan
-    (trained = [] for a fresh run) plan with this one function.
+
+SaeGroup = tuple[list[int], list[int]]  # (layers, seeds) of one SAE job
+
+
+def sae_job_groups(config: dict, model: str, trained: list[SaeGroup]) -> list[SaeGroup]:
+    """The (layers, seeds) groups whose SAE jobs cover every studied (layer, seed) of one (model, step): the trained
+    groups (known by their manifests' names; seeds [] is the first seed) holding a studied layer and seed, then what
+    they leave out: per seed its missing layers, seeds missing the same layers trained together, the layers cut by
+    layer_groups.
+
+    So adding a layer trains only that layer, adding a seed only that seed, and a trained group keeps its name; the
+    Snakefile and the cost plan (trained = [] for a fresh run) plan with this one function.
     """
-    studied = model_layers(config, model)
-    kept = [group for group in trained if set(group) & set(studied)]
-    covered = {layer for group in kept for layer in group}
-    return kept + layer_groups(config, model, [layer for layer in studied if layer not in covered])
+    studied, seeds = model_layers(config, model), sae_seeds(config)
+    resolved = [(layers, group_seeds or seeds[:1]) for layers, group_seeds in trained]
+    kept = [(ls, ss) for ls, ss in resolved if set(ls) & set(studied) and set(ss) & set(seeds)]
+    covered = {(layer, seed) for ls, ss in kept for layer in ls for seed in ss}
+    missing: dict[tuple[int, ...], list[int]] = {}
+    for seed in seeds:
+        layers = tuple(layer for layer in studied if (layer, seed) not in covered)
+        if layers:
+            missing.setdefault(layers, []).append(seed)
+    new = [
+        (group, group_seeds) for ls, group_seeds in missing.items() for group in layer_groups(config, model, list(ls))
+    ]
+    return kept + new
+
+
+def sae_group_name(config: dict, group: SaeGroup) -> str:
+    """The job name (layout.group_name) of a (layers, seeds) group: a job of the first seed alone names no seed."""
+    layers, seeds = group
+    return group_name(layers, [] if seeds == sae_seeds(config)[:1] else seeds)
 
 
 def model_spec(config: dict, model: str) -> dict:
@@ -480,6 +521,9 @@ def sae_training_settings(config: dict, model: str) -> dict:
     The job shape (SAE_JOB_SHAPE: layer-group size, save interval) is left out: changing it retrains nothing.
     """
     recipe = {key: value for key, value in sae_settings(config, model).items() if key not in SAE_JOB_SHAPE}
+    # the first seed: a job's own seeds come from its name, so adding a seed changes no trained job's settings
+    recipe["seed"] = sae_seeds(config)[0]
+    del recipe["seeds"]
     return {
         **runtime_settings(config),
         "sae": recipe,
@@ -505,6 +549,7 @@ def scoring_settings(config: dict) -> dict:
         "evaluation": {**config["evaluation"], **token_settings(config)},
         "scoring": config["scoring"],
         "categories": categories(config),
+        "seeds": sae_seeds(config),
     }
 
 
@@ -539,6 +584,7 @@ def cube_settings(config: dict) -> dict:
             for name, spec in config["corpus"]["categories"].items()
         },
         "probe_sets": probe_sets(config),
+        "seeds": sae_seeds(config),
         "provenance": provenance(config),
     }
 
@@ -547,8 +593,14 @@ STEP_FIGURES = ("scale", "reactivation")  # the figures drawn at chosen steps (f
 
 
 def figure_settings(config: dict, figure: str) -> dict:
-    """What one figure reads: the dpi, and the steps where it is drawn at chosen steps."""
+    """What one figure reads: the dpi, the steps where it is drawn at chosen steps, and the lineage figure's model
+    (figures.lineage_model, null: the last configured) and categories (null: every one)."""
     chosen = {"steps": config["figures"]["steps"]} if figure in STEP_FIGURES else {}
+    if figure == "lineage":
+        chosen = {
+            "model": config["figures"]["lineage_model"] or list(config["models"])[-1],
+            "categories": config["figures"]["lineage_categories"] or categories(config),
+        }
     return {"dpi": config["figures"]["dpi"], "probe_set": config["figures"]["probe_set"], **chosen}
 
 

@@ -205,15 +205,17 @@ class SAEJobMemory:
         return HOST_BASELINE_BYTES + self.checkpoint_load + self.activation_buffer
 
 
-def sae_job_memory(shape: ModelShape, layers: list[int], dict_size: int, held_tokens: int) -> SAEJobMemory:
-    """The memory arithmetic of an SAE job training one SAE per layer of `layers` from one truncated forward pass:
-    fp16 weights up to the deepest layer and 16 B per SAE parameter on the GPU; `held_tokens` activations per layer
-    (one chunk) in host memory; 12 B per SAE parameter of training state."""
-    per_sae = sae_params(shape.d_model, dict_size)
+def sae_job_memory(
+    shape: ModelShape, layers: list[int], n_seeds: int, dict_size: int, held_tokens: int
+) -> SAEJobMemory:
+    """The memory arithmetic of an SAE job training one SAE per layer of `layers` and seed from one truncated forward
+    pass: fp16 weights up to the deepest layer and 16 B per SAE parameter on the GPU; `held_tokens` activations per
+    layer (one chunk, shared by the seeds) in host memory; 12 B per SAE parameter of training state."""
+    saes = len(layers) * n_seeds * sae_params(shape.d_model, dict_size)
     return SAEJobMemory(
         model_weights=shape.params_through(max(layers)) * HALF,
-        sae_training=len(layers) * per_sae * SAE_TRAINING_BYTES_PER_PARAM,
+        sae_training=saes * SAE_TRAINING_BYTES_PER_PARAM,
         activation_buffer=held_tokens * len(layers) * shape.d_model * ACTIVATION_BYTES,
         checkpoint_load=shape.n_params * HALF,
-        training_state=len(layers) * per_sae * SAE_STATE_BYTES_PER_PARAM,
+        training_state=saes * SAE_STATE_BYTES_PER_PARAM,
     )

@@ -1,12 +1,14 @@
-"""Gather every scored cell into one xarray cube: probe_set x model x step x layer x category.
+"""Gather every scored cell into one xarray cube: probe_set x seed x model x step x layer x category.
 
 Cells a model does not have (layers beyond its depth, layers not studied) are NaN. The config that
 made it is kept in the attributes as provenance only: the analysis takes its settings from the
 workflow, never from there. Every category variable is kept per probe set (template; with real text also mined);
-the SAE quality variables, measured on the evaluation split, are not. Beside the scores (in-sample, and the held-out
-controls: a linear probe and the SAE on unseen words) the cube keeps, per (probe set, model, step, category), the
-cosine between the best features' decoder directions of every pair of layers, so reactivation can be judged from
-the cube alone.
+the SAE quality variables, measured on the evaluation split, are not. Every variable of an SAE is kept per SAE seed
+(sae.seeds); the linear probe reads no SAE and has no seed. Beside the scores (in-sample, and the held-out
+controls: a linear probe and the SAE on unseen words) the cube keeps, per (probe set, seed, model, step, category),
+the cosine between the best features' decoder directions of every pair of layers, so reactivation can be judged from
+the cube alone; and the lineage of each best feature (lineage.py): how like the previous step's it is, and how alike
+two seeds' are at the same step.
 """
 
 from __future__ import annotations
@@ -19,19 +21,14 @@ import numpy as np
 import xarray as xr
 
 from .io import atomic_path
+from .lineage import across_seeds, correlation, cosine
 
-CELL_VARIABLES = (
-    "score",
-    "null",
-    "auroc",
-    "precision",
-    "recall",
-    "probe_score",
-    "probe_null",
-    "probe_auroc",
-    "heldout_score",
-    "heldout_null",
-)
+CELL_VARIABLES = ("score", "null", "auroc", "precision", "recall", "heldout_score", "heldout_null")  # per SAE seed
+PROBE_VARIABLES = ("probe_score", "probe_null", "probe_auroc")  # the linear probe: no SAE, no seed
+LINEAGE_VARIABLES = ("lineage_cosine", "lineage_correlation")  # per seed: against the previous configured step
+SEED_VARIABLES = ("seed_cosine", "seed_correlation")  # the same step, across seeds: what "the same feature" looks like
+BEST = {"best_direction": "hidden", "best_codes": "item"}  # what the score files keep of each best feature
+LINEAGE_KERNELS = {"cosine": ("best_direction", cosine), "correlation": ("best_codes", correlation)}
 QUALITY_VARIABLES = (
     "variance_explained",
     "l0",
@@ -75,15 +72,26 @@ DESCRIPTIONS = {
     "kl_score": "(KL_zero - KL_sae) / KL_zero, KL(p_clean || p_patched) averaged over the counted predictions; NaN "
     "where KL_zero < evaluation.ce_floor",
     "direction_cosine": "cosine of the best features' decoder directions at layer and other_layer",
+    "lineage_cosine": "cosine of the best feature's decoder direction with the same seed's best feature's at the "
+    "previous configured step (NaN at the first step)",
+    "lineage_correlation": "Pearson correlation over the probe items of the best feature's codes with the same seed's "
+    "best feature's at the previous configured step (NaN at the first step, or where either never fires)",
+    "seed_cosine": "cosine of the best features' decoder directions of two SAE seeds at the same step (the mean over "
+    "pairs of seeds; NaN with one seed): the lineage_cosine of one feature seen twice",
+    "seed_correlation": "Pearson correlation of the best features' codes of two SAE seeds at the same step (mean over "
+    "pairs; NaN with one seed): the lineage_correlation of one feature seen twice",
     "duplicate_checkpoint": "another step of this model has identical weights (a mislabelled revision?)",
 }
 
 
+UNUSED = ("feature_f1",)  # kept in the score files for a closer look, not gathered (every feature's F1)
+
+
 def read_scores(paths: Iterable[Path]) -> list[xr.Dataset]:
-    """Every (model, step) score file, loaded into memory (the files are small)."""
+    """Every (model, step) score file, loaded into memory without what the cube does not gather."""
     scored = []
     for path in paths:
-        with xr.open_dataset(path, engine="h5netcdf") as step:
+        with xr.open_dataset(path, engine="h5netcdf", drop_variables=UNUSED) as step:
             scored.append(step.load())
     return scored
 
@@ -104,41 +112,63 @@ def _empty(shape: tuple[int, ...], dtype=np.float64, fill=np.nan) -> np.ndarray:
 
 def build_cube(scored: list[xr.Dataset], settings: dict, text_frequency: dict[str, float] | None = None) -> xr.Dataset:
     """One labelled dataset from every (model, step) score file; coordinates carry sizes, tokens seen and planted
-    frequencies. `settings` is config.cube_settings: order, steps, planted frequencies and the provenance config."""
+    frequencies. `settings` is config.cube_settings: order, steps, seeds, planted frequencies and the provenance."""
     models, steps, categories = settings["models"], settings["steps"], settings["categories"]
-    sets = settings["probe_sets"]
+    sets, seeds = settings["probe_sets"], settings["seeds"]
     info = _model_table(scored, models)
     n_layers = max(int(info[m]["n_layers"]) for m in models)
-    shape = (len(sets), len(models), len(steps), n_layers, len(categories))
-    arrays = {name: _empty(shape) for name in CELL_VARIABLES}
+    shape = (len(sets), len(seeds), len(models), len(steps), n_layers, len(categories))
+    probe_shape = shape[:1] + shape[2:]
+    arrays = {name: _empty(shape) for name in CELL_VARIABLES + LINEAGE_VARIABLES}
+    arrays |= {name: _empty(probe_shape) for name in PROBE_VARIABLES + SEED_VARIABLES}
     arrays["best_feature"] = _empty(shape, np.int32, MISSING_FEATURE)
-    quality = {name: _empty(shape[1:4]) for name in QUALITY_VARIABLES}
-    cosine = _empty((len(sets), len(models), len(steps), len(categories), n_layers, n_layers))
-    tokens_seen = _empty(shape[1:3])
-    fingerprint = np.full(shape[1:3], "", dtype=object)
+    quality = {name: _empty(shape[1:5]) for name in QUALITY_VARIABLES}
+    cosine_pairs = _empty((len(sets), len(seeds), len(models), len(steps), len(categories), n_layers, n_layers))
+    tokens_seen = _empty(shape[2:4])
+    fingerprint = np.full(shape[2:4], "", dtype=object)
     n_cells = 0
-    for step_scores in scored:
+    previous: dict[
+        int, tuple[int, dict[str, xr.DataArray]]
+    ] = {}  # per model: the last step gathered, its best features
+    for step_scores in sorted(
+        scored, key=lambda d: (models.index(d.attrs["model"]), steps.index(int(d.attrs["step"])))
+    ):
         m, s = models.index(step_scores.attrs["model"]), steps.index(int(step_scores.attrs["step"]))
         layers = [int(layer) for layer in step_scores["layer"].values]
-        step_scores = step_scores.reindex(category=categories, probe_set=sets)
+        step_scores = step_scores.reindex(category=categories, probe_set=sets, seed=seeds)
+        cell = ("probe_set", "seed", "layer", "category")
         for name in CELL_VARIABLES:
+            arrays[name][:, :, m, s, layers] = step_scores[name].transpose(*cell).values
+        for name in PROBE_VARIABLES:
             arrays[name][:, m, s, layers] = step_scores[name].transpose("probe_set", "layer", "category").values
-        arrays["best_feature"][:, m, s, layers] = (
-            step_scores["best_feature"].fillna(MISSING_FEATURE).transpose("probe_set", "layer", "category").values
+        arrays["best_feature"][:, :, m, s, layers] = (
+            step_scores["best_feature"].fillna(MISSING_FEATURE).transpose(*cell).values
         )
         for name in QUALITY_VARIABLES:
-            quality[name][m, s, layers] = step_scores[name].values
-        directions = step_scores["best_direction"].transpose("probe_set", "category", "layer", "hidden").values
-        pairs = np.einsum("pcih,pcjh->pcij", directions, directions)
-        cosine[:, m, s][np.ix_(range(len(sets)), range(len(categories)), layers, layers)] = pairs
+            quality[name][:, m, s, layers] = step_scores[name].transpose("seed", "layer").values
+        best = {variable: step_scores[variable].transpose(*cell, other) for variable, other in BEST.items()}
+        directions = best["best_direction"].values
+        index = np.ix_(range(len(sets)), range(len(seeds)), range(len(categories)), layers, layers)
+        cosine_pairs[:, :, m, s][index] = np.einsum("psich,psjch->pscij", directions, directions)
+        before = previous.get(m)
+        for name, (variable, kernel) in LINEAGE_KERNELS.items():
+            values = best[variable].values
+            arrays[f"seed_{name}"][:, m, s, layers] = across_seeds(values.transpose(1, 0, 2, 3, 4), kernel)
+            if before is not None and before[0] == s - 1:
+                shared = sorted(set(layers) & set(before[1][variable]["layer"].values.tolist()))
+                earlier = before[1][variable].sel(layer=shared).values
+                arrays[f"lineage_{name}"][:, :, m, s, shared] = kernel(best[variable].sel(layer=shared).values, earlier)
+        previous[m] = (s, best)
         tokens_seen[m, s] = step_scores.attrs.get("tokens_seen", np.nan)
         fingerprint[m, s] = str(step_scores.attrs.get("fingerprint", ""))
         n_cells += len(layers)
     tokens_seen[tokens_seen < 0] = np.nan
-    dims = ("probe_set", "model", "step", "layer", "category")
-    data = {name: (dims, values) for name, values in arrays.items()}
-    data.update({name: (dims[1:4], values) for name, values in quality.items()})
-    data["direction_cosine"] = (("probe_set", "model", "step", "category", "layer", "other_layer"), cosine)
+    dims = ("probe_set", "seed", "model", "step", "layer", "category")
+    without_seed = dims[:1] + dims[2:]
+    data = {name: (without_seed if name in PROBE_VARIABLES + SEED_VARIABLES else dims, v) for name, v in arrays.items()}
+    data.update({name: (dims[1:5], values) for name, values in quality.items()})
+    cosine_dims = ("probe_set", "seed", "model", "step", "category", "layer", "other_layer")
+    data["direction_cosine"] = (cosine_dims, cosine_pairs)
     data["duplicate_checkpoint"] = (("model", "step"), duplicate_steps(fingerprint))
     planted = settings["planted_frequency"]
     counts = probe_counts(scored, sets, categories)
@@ -146,6 +176,7 @@ def build_cube(scored: list[xr.Dataset], settings: dict, text_frequency: dict[st
         data,
         coords={
             "probe_set": ("probe_set", sets, {"description": PROBE_SET_DESCRIPTION}),
+            "seed": ("seed", np.asarray(seeds, dtype=np.int64), {"description": SEED_DESCRIPTION}),
             **{
                 name: (("probe_set", "category"), values, {"description": text})
                 for name, (values, text) in counts.items()
@@ -182,6 +213,10 @@ def build_cube(scored: list[xr.Dataset], settings: dict, text_frequency: dict[st
     return cube
 
 
+SEED_DESCRIPTION = (
+    "sae.seeds: each seed's SAE has its own initialisation and its own order of the training tokens within each "
+    "buffer chunk; the first seed's SAEs keep the folders of the time before seeds"
+)
 PROBE_SET_DESCRIPTION = (
     "template: the lexicon words in held-out template contexts, filler-word controls; mined: contexts of the words "
     "mined from the probe-mining part of real text, frequency-matched non-lexicon controls (mining.py)"

@@ -171,13 +171,24 @@ def recovered(zero: float, patched: float, clean: float, floor: float) -> float:
     return (zero - patched) / span if span >= floor and span > 0 else math.nan
 
 
+def zero_ablated(model: torch.nn.Module, reference: Reference, layer: int) -> tuple[float, float]:
+    """The loss and the KL with block `layer`'s output zeroed: one per layer, whatever SAE is scored there."""
+    return patched_losses(model, reference, layer, zero_reconstruction)
+
+
 def downstream_quality(
-    model: torch.nn.Module, reference: Reference, layer: int, reconstruct: Reconstruction, floor: float
+    model: torch.nn.Module,
+    reference: Reference,
+    layer: int,
+    reconstruct: Reconstruction,
+    floor: float,
+    zeroed: tuple[float, float] | None = None,
 ) -> dict[str, float]:
     """The cell's downstream quality (VARIABLES) with block `layer`'s output replaced by `reconstruct(h)`;
-    `floor` (nats) is evaluation.ce_floor: below it, ce_loss_recovered and kl_score are NaN."""
+    `floor` (nats) is evaluation.ce_floor: below it, ce_loss_recovered and kl_score are NaN. `zeroed`: the layer's
+    zero_ablated, when already measured (for another SAE seed)."""
     sae, kl_sae = patched_losses(model, reference, layer, reconstruct)
-    zero, kl_zero = patched_losses(model, reference, layer, zero_reconstruction)
+    zero, kl_zero = zeroed or zero_ablated(model, reference, layer)
     clean = reference.ce_loss_clean
     return {
         "ce_loss_clean": clean,

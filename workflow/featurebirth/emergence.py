@@ -11,7 +11,7 @@ These are the kernels; `analysis.analyse` combines them once per cube for the ta
 from __future__ import annotations
 
 import math
-from itertools import pairwise
+from itertools import pairwise, product
 
 import numpy as np
 import pandas as pd
@@ -55,8 +55,8 @@ def control_represented(cube: xr.Dataset, settings: dict) -> xr.DataArray:
     if missing:
         raise ValueError(f"the cube has no {missing} (scored before the held-out controls): rerun the score jobs")
     sae = selective(cube["heldout_score"], cube["heldout_null"], settings) & healthy(cube, settings)
-    probe = selective(cube["probe_score"], cube["probe_null"], settings)
-    return xr.concat([sae, probe], "readout").assign_coords(readout=list(CONTROLS))
+    probe = selective(cube["probe_score"], cube["probe_null"], settings)  # no SAE: the same for every seed
+    return xr.concat(xr.broadcast(sae, probe), "readout").assign_coords(readout=list(CONTROLS))
 
 
 def healthy(cube: xr.Dataset, settings: dict) -> xr.DataArray:
@@ -204,39 +204,44 @@ def dip_events(scores: np.ndarray, flags: np.ndarray, tau_low: float) -> list[tu
 
 
 def reactivation_events(cube: xr.Dataset, flags: xr.DataArray, settings: dict) -> pd.DataFrame:
-    """Every reactivation event (model, step, category, l1, l2, l3) with the feature-level verdict."""
+    """Every reactivation event (seed, model, step, category, l1, l2, l3) with the feature-level verdict, and in how
+    many seeds the same event (model, step, category, l1, l2, l3) is found."""
     rows = []
     exists = studied(cube)
-    for model in cube["model"].values:
-        for step in cube["step"].values:
-            layers = cube["layer"].values[exists.sel(model=model, step=step).values]
-            for category in cube["category"].values:
-                cell = {"model": model, "step": step, "category": category}
-                scores = cube["score"].sel(cell).sel(layer=layers).values
-                found = dip_events(scores, flags.sel(cell).sel(layer=layers).values, settings["tau_low"])
-                for i1, i2, i3 in found:
-                    l1, l2, l3 = (int(layers[i]) for i in (i1, i2, i3))
-                    cosine = cube["direction_cosine"].sel(cell)
-                    back = float(cosine.sel(layer=l3, other_layer=l1))
-                    rows.append(
-                        {
-                            **cell,
-                            "step": int(step),
-                            "l1": l1,
-                            "l2": l2,
-                            "l3": l3,
-                            "score_l1": scores[i1],
-                            "score_l2": scores[i2],
-                            "score_l3": scores[i3],
-                            "cosine_l3_l1": back,
-                            "cosine_l2_l1": float(cosine.sel(layer=l2, other_layer=l1)),
-                            "feature_verdict": "returns" if back >= settings["return_cosine"] else "new",
-                        }
-                    )
-    return pd.DataFrame(rows, columns=list(REACTIVATION_COLUMNS)).astype(REACTIVATION_DTYPES)
+    for seed, model, step, category in product(*(cube[d].values for d in ("seed", "model", "step", "category"))):
+        cell = {"seed": seed, "model": model, "step": step, "category": category}
+        layers = cube["layer"].values[exists.sel(seed=seed, model=model, step=step).values]
+        scores = cube["score"].sel(cell).sel(layer=layers).values
+        found = dip_events(scores, flags.sel(cell).sel(layer=layers).values, settings["tau_low"])
+        for i1, i2, i3 in found:
+            l1, l2, l3 = (int(layers[i]) for i in (i1, i2, i3))
+            cosine = cube["direction_cosine"].sel(cell)
+            back = float(cosine.sel(layer=l3, other_layer=l1))
+            rows.append(
+                {
+                    **cell,
+                    "seed": int(seed),
+                    "step": int(step),
+                    "l1": l1,
+                    "l2": l2,
+                    "l3": l3,
+                    "score_l1": scores[i1],
+                    "score_l2": scores[i2],
+                    "score_l3": scores[i3],
+                    "cosine_l3_l1": back,
+                    "cosine_l2_l1": float(cosine.sel(layer=l2, other_layer=l1)),
+                    "feature_verdict": "returns" if back >= settings["return_cosine"] else "new",
+                }
+            )
+    events = pd.DataFrame(rows, columns=list(REACTIVATION_COLUMNS))
+    events["seeds_with_event"] = events.groupby(list(EVENT_KEY))["seed"].transform("size")
+    events["n_seeds"] = cube.sizes["seed"]
+    return events.astype(REACTIVATION_DTYPES)
 
 
+EVENT_KEY = ("model", "step", "category", "l1", "l2", "l3")  # the same event, whichever seed finds it
 REACTIVATION_COLUMNS = {
+    "seed": "SAE seed whose SAEs show the event (one row per seed that finds it)",
     "model": "configured model name",
     "step": "training step (optimizer steps)",
     "category": "planted category",
@@ -249,17 +254,38 @@ REACTIVATION_COLUMNS = {
     "cosine_l3_l1": "cosine of the best features' decoder directions at l3 and l1",
     "cosine_l2_l1": "cosine of the best features' decoder directions at l2 and l1",
     "feature_verdict": "returns: the l3 feature points back to the l1 feature (cosine >= return_cosine); new: it does not",
+    "seeds_with_event": "how many seeds find this event (the same model, step, category, l1, l2 and l3)",
+    "n_seeds": "how many seeds were trained (sae.seeds)",
 }
 
 REACTIVATION_DTYPES = {
     **dict.fromkeys(REACTIVATION_COLUMNS, "float64"),
     **dict.fromkeys(("model", "category", "feature_verdict"), object),
-    **dict.fromkeys(("step", "l1", "l2", "l3"), "int64"),
+    **dict.fromkeys(("seed", "step", "l1", "l2", "l3", "seeds_with_event", "n_seeds"), "int64"),
 }
 
 
+def median_seed(values: xr.DataArray) -> xr.DataArray:
+    """Per entry, the position along `seed` of the median value over seeds: the later middle one for an even count,
+    NaN (never) ranking after every value, ties to the earlier seed."""
+
+    def middle(array: np.ndarray) -> np.ndarray:
+        order = np.argsort(np.where(np.isnan(array), np.inf, array), axis=-1, kind="stable")
+        return order[..., array.shape[-1] // 2]
+
+    return xr.apply_ufunc(middle, values, input_core_dims=[["seed"]])
+
+
+def over_seeds(values: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
+    """The estimate over seeds (the value at median_seed) and how many seeds agree with it exactly (NaN with NaN)."""
+    estimate = values.isel(seed=median_seed(values)).reset_coords(drop=True)
+    same = (values == estimate) | (values.isnull() & estimate.isnull())
+    return estimate, same.sum("seed")
+
+
 def spearman_by_model(steps: xr.DataArray, frequency: xr.DataArray) -> dict[str, dict]:
-    """Spearman correlation of planted frequency with emergence step per model; never-emerged ranks last."""
+    """Spearman correlation of planted frequency with emergence step (model, category) per model; never-emerged ranks
+    last, ties share their mean rank."""
     out = {}
     for model in steps["model"].values:
         emerged = steps.sel(model=model).fillna(np.inf).values

@@ -1,8 +1,10 @@
 """Seaborn figures of the cube: heatmaps with the emergence boundary, emergence curves (the SAE's, and the held-out
 controls': the SAE and a linear probe on unseen words), scale, reactivation, and per model the SAEs' downstream
-quality (CE loss recovered and increase) over layer x step.
+quality (CE loss recovered and increase) over layer x step; and the lineage of each category's best feature.
 
-Scores come from the cube; every analysed quantity and setting (tau, tau_low) from an `Analysis`.
+Scores come from the cube; every analysed quantity and setting (tau, tau_low) from an `Analysis`. With several SAE
+seeds a line is the mean over seeds and its band their whole range; a heatmap shows the mean and the median
+emergence step (emergence.over_seeds).
 """
 
 from __future__ import annotations
@@ -58,10 +60,11 @@ def _symlog_steps(ax: plt.Axes, steps: np.ndarray) -> None:
 
 
 def heatmaps(cube: xr.Dataset, analysis: Analysis, model: str, path: Path, dpi: int) -> None:
-    """One panel per category: score over layer x step; the black line is the emergence boundary."""
-    score = cube["score"].sel(model=model)
-    layers = cube["layer"].values[em.studied(cube).sel(model=model).any("step").values]
-    first = analysis.emergence_step.sel(model=model, layer=layers)
+    """One panel per category: score (mean over seeds) over layer x step; the black line is the emergence boundary
+    (the median step over seeds)."""
+    score = cube["score"].sel(model=model).mean("seed")
+    layers = cube["layer"].values[em.studied(cube).sel(model=model).any(["step", "seed"]).values]
+    first = em.over_seeds(analysis.emergence_step)[0].sel(model=model, layer=layers)
     steps = cube["step"].values
     categories = cube["category"].values
     columns = min(3, len(categories))
@@ -90,7 +93,11 @@ def heatmaps(cube: xr.Dataset, analysis: Analysis, model: str, path: Path, dpi: 
     fig.colorbar(
         plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap="viridis"), ax=axes, shrink=0.8, label=SCORE_LABEL
     )
-    fig.suptitle(f"{model}: category score by layer and step (black line: emergence boundary)", fontsize=11)
+    fig.suptitle(
+        f"{model}: category score by layer and step, mean over {cube.sizes['seed']} SAE seed(s) (black line: "
+        "emergence boundary, median over seeds)",
+        fontsize=11,
+    )
     _save(fig, path, dpi)
 
 
@@ -113,14 +120,15 @@ NAN_COLOUR = "#d9d9d9"
 def quality_heatmaps(cube: xr.Dataset, analysis: Analysis, model: str, path: Path, dpi: int) -> None:
     """Downstream SAE quality of one model over layer x step: CE loss recovered and CE loss increase.
 
-    Grey cells of the ratio are NaN (zero ablation cheaper than evaluation.ce_floor, e.g. step 0); a cross marks
-    the cells that the analysis's downstream limits (min_ce_recovered, max_ce_increase), where set, call unhealthy.
+    Values are the mean over SAE seeds. Grey cells of the ratio are NaN (zero ablation cheaper than
+    evaluation.ce_floor, e.g. step 0); a cross marks the cells where the analysis's downstream limits
+    (min_ce_recovered, max_ce_increase), where set, call any seed's SAE unhealthy.
     """
-    layers = cube["layer"].values[em.studied(cube).sel(model=model).any("step").values]
-    cells = cube.sel(model=model, layer=layers)
+    exists = em.studied(cube).sel(model=model)
+    layers = cube["layer"].values[exists.any(["step", "seed"]).values]
+    cells = cube.sel(model=model, layer=layers).mean("seed")
     healthy = em.healthy(cube, {**analysis.settings, "min_variance_explained": -np.inf}).sel(model=model, layer=layers)
-    exists = em.studied(cube).sel(model=model, layer=layers)
-    unhealthy = (exists & ~healthy).transpose("layer", "step").values
+    unhealthy = (exists.sel(layer=layers) & ~healthy).any("seed").transpose("layer", "step").values
     limits = {k: analysis.settings.get(k) for k in ("min_ce_recovered", "max_ce_increase")}
     fig, axes = plt.subplots(
         1,
@@ -189,14 +197,15 @@ def _best_over_layers(cube: xr.Dataset, score: str) -> pd.DataFrame:
     return frame
 
 
-def _score_lines(frame: pd.DataFrame, **facets) -> sns.FacetGrid:
-    """Category score as lines, one colour per category, faceted as asked (the line figures share this)."""
-    return sns.relplot(frame, y="score", hue="category", kind="line", marker="o", **facets)
+def _score_lines(frame: pd.DataFrame, y: str = "score", **facets) -> sns.FacetGrid:
+    """Category score as lines, one colour per category, faceted as asked (the line figures share this); rows that
+    differ only by seed make one line, their mean, with a band over their whole range."""
+    return sns.relplot(frame, y=y, hue="category", kind="line", marker="o", errorbar=("pi", 100), **facets)
 
 
 def emergence_curves(cube: xr.Dataset, analysis: Analysis, path: Path, dpi: int) -> None:
     """Best score over layers against step, one column per model and one row per readout (the SAE, the SAE on
-    held-out words, the linear probe on held-out words); dashed lines are each category's null."""
+    held-out words, the linear probe on held-out words); dashed lines are each category's null (mean over seeds)."""
     tau = analysis.settings["tau"]
     frames = [_best_over_layers(cube, score).assign(readout=title) for score, (_, title) in READOUTS.items()]
     frame = pd.concat(frames, ignore_index=True)
@@ -206,7 +215,8 @@ def emergence_curves(cube: xr.Dataset, analysis: Analysis, path: Path, dpi: int)
     for (readout, model), ax in grid.axes_dict.items():
         mine = frame[(frame["model"] == model) & (frame["readout"] == readout)]
         for category, rows in mine.groupby("category", sort=False):
-            ax.plot(rows["step"], rows["null"], linestyle="--", color=palette[category], linewidth=0.8, alpha=0.7)
+            null = rows.groupby("step")["null"].mean()
+            ax.plot(null.index, null.values, linestyle="--", color=palette[category], linewidth=0.8, alpha=0.7)
         ax.axhline(tau, color="grey", linewidth=0.8, linestyle=":")
         _symlog_steps(ax, steps)
         ax.set_ylim(0, 1.02)
@@ -268,6 +278,57 @@ def reactivation(cube: xr.Dataset, analysis: Analysis, steps: list[int], path: P
     grid.figure.suptitle(
         f"Reactivation: score across layers (dotted grey: tau = {settings['tau']}; red: tau_low = "
         f"{settings['tau_low']}; triangles: dips of reactivation events, {len(events)} in all)",
+        y=1.02,
+        fontsize=11,
+    )
+    _save(grid.figure, path, dpi)
+
+
+LINEAGE_MEASURES = {  # cube variable against the previous step: (the same across seeds, row title)
+    "lineage_correlation": ("seed_correlation", "code correlation over the probe items"),
+    "lineage_cosine": ("seed_cosine", "decoder-direction cosine"),
+}
+
+
+def lineage(cube: xr.Dataset, model: str, categories: list[str], path: Path, dpi: int) -> None:
+    """Each category's best feature against the previous step's, per layer (solid; mean over seeds, band their
+    range), beside two seeds' best features at the same step (dashed): one row per measure, one column per category."""
+    exists = em.studied(cube).sel(model=model)
+    layers = cube["layer"].values[exists.any(["step", "seed"]).values]
+    cells = cube.sel(model=model, layer=layers, category=categories)
+    frames = []
+    for name, (reference, title) in LINEAGE_MEASURES.items():
+        frame = cells[name].rename("value").reset_coords(drop=True).to_dataframe().reset_index()
+        frames.append(frame.assign(measure=title))
+    frame = pd.concat(frames, ignore_index=True)
+    frame["layer"] = frame["layer"].astype(str)
+    grid = sns.relplot(
+        frame,
+        x="step",
+        y="value",
+        hue="layer",
+        row="measure",
+        col="category",
+        kind="line",
+        marker="o",
+        errorbar=("pi", 100),
+        height=2.6,
+        aspect=1.1,
+    )
+    palette = dict(zip(frame["layer"].unique(), sns.color_palette(n_colors=frame["layer"].nunique())))
+    steps = cube["step"].values
+    for (title, category), ax in grid.axes_dict.items():
+        reference = next(ref for ref, row in LINEAGE_MEASURES.values() if row == title)
+        for layer in layers:
+            seeds = cells[reference].sel(layer=layer, category=category)
+            ax.plot(steps, seeds.values, linestyle="--", color=palette[str(layer)], linewidth=0.9, alpha=0.8)
+        _symlog_steps(ax, steps)
+        ax.set_ylim(-1.02, 1.02)
+    grid.set_axis_labels(STEP_LABEL, "against the previous step")
+    grid.set_titles("{row_name}\n{col_name}", size=9)
+    grid.figure.suptitle(
+        f"{model}: is a category's best feature the previous step's? (solid: against the previous step; dashed: "
+        f"two SAE seeds at the same step, what one feature seen twice looks like)",
         y=1.02,
         fontsize=11,
     )

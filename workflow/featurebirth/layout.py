@@ -19,8 +19,16 @@ SAE_CONFIG = "config.json"
 TRAINING_STATE_SUFFIX = ".training-state.pt"
 GROUP_PREFIX = "group-"
 GROUP_SUFFIX = ".json"
-TABLES = ("emergence_steps", "emergence_layers", "scale_thresholds", "reactivation", "summary_table", "probe_baseline")
-FIGURES = ("emergence", "scale", "reactivation")
+TABLES = (
+    "emergence_steps",
+    "emergence_layers",
+    "scale_thresholds",
+    "reactivation",
+    "summary_table",
+    "probe_baseline",
+    "lineage",
+)
+FIGURES = ("emergence", "scale", "reactivation", "lineage")
 
 
 def _join(*parts: str | int | Path) -> str:
@@ -79,23 +87,24 @@ def hub_pointer(results: str | Path, model: str, step: int | str) -> str:
     return _join(results, "hub", model, f"step{step}.json")
 
 
-def cell_name(model: str, step: int | str, layer: int | str) -> str:
-    """How logs and errors name a cell."""
-    return f"{model}/step{step}/layer{layer}"
+def cell_name(model: str, step: int | str, layer: int | str, seed: int | None = None) -> str:
+    """How logs and errors name a cell (and, for any seed but the first, which of its SAEs)."""
+    return f"{model}/step{step}/layer{layer}" + ("" if seed is None else f"/seed{seed}")
 
 
-# SAEs: one folder per cell, trained by layer-group jobs
+# SAEs: one folder per cell and SAE seed, trained by layer-group jobs
 def sae_step_dir(results: str | Path, model: str, step: int | str) -> str:
     return _join(results, "sae", model, f"step{step}")
 
 
-def sae_dir(results: str | Path, model: str, step: int | str, layer: int | str) -> str:
-    """One cell's SAE: SAE_WEIGHTS and SAE_CONFIG."""
-    return _join(sae_step_dir(results, model, step), _layer_folder(layer))
+def sae_dir(results: str | Path, model: str, step: int | str, layer: int | str, seed: int | None = None) -> str:
+    """One cell's SAE: SAE_WEIGHTS and SAE_CONFIG. seed None is the first configured seed (sae.seeds[0]), whose SAEs
+    keep the folders they had before there were seeds; another seed's are under seed<seed>/."""
+    return _join(sae_step_dir(results, model, step), _sae_folder(layer, seed))
 
 
-def _layer_folder(layer: int | str) -> str:
-    return f"layer{layer}"
+def _sae_folder(layer: int | str, seed: int | None) -> str:
+    return f"layer{layer}" if seed is None else f"seed{seed}/layer{layer}"
 
 
 def layer_group(layers: list[int] | tuple[int, ...]) -> str:
@@ -108,13 +117,29 @@ def parse_layer_group(name: str) -> list[int]:
     return [int(part) for part in name.split("-")]
 
 
-def sae_group(results: str | Path, model: str, step: int | str, layers: str) -> str:
-    """The manifest an SAE job writes last, after every SAE of its layer group (e.g. group-0-1-2.json).
+SEEDS_MARK = ".seeds-"
 
-    The group is in the file name so that the planner can tell which layers are trained, and by
+
+def group_name(layers: list[int] | tuple[int, ...], seeds: list[int] | tuple[int, ...] = ()) -> str:
+    """The name of an SAE job: its layers, then the seeds it trains, e.g. '0-1-2.seeds-0-1'; no seeds for a job of
+    the first configured seed alone ('0-1-2', the name such jobs had before there were seeds)."""
+    return layer_group(layers) + (f"{SEEDS_MARK}{layer_group(seeds)}" if seeds else "")
+
+
+def parse_group_name(name: str) -> tuple[list[int], list[int]]:
+    """'0-1-2.seeds-0-1' -> ([0, 1, 2], [0, 1]); '0-1-2' -> ([0, 1, 2], []): the first seed alone."""
+    layers, _, seeds = name.partition(SEEDS_MARK)
+    return parse_layer_group(layers), parse_layer_group(seeds) if seeds else []
+
+
+def sae_group(results: str | Path, model: str, step: int | str, group: str) -> str:
+    """The manifest an SAE job writes last, after every SAE of its group (e.g. group-0-1-2.json,
+    group-0-1-2.seeds-0-1.json); `group` is a group_name.
+
+    The group is in the file name so that the planner can tell which layers and seeds are trained, and by
     which job, from the names in a folder alone (see trained_groups).
     """
-    return _join(sae_step_dir(results, model, step), f"{GROUP_PREFIX}{layers}{GROUP_SUFFIX}")
+    return _join(sae_step_dir(results, model, step), f"{GROUP_PREFIX}{group}{GROUP_SUFFIX}")
 
 
 def training_state(manifest: str | Path) -> str:
@@ -126,30 +151,37 @@ def training_state(manifest: str | Path) -> str:
     return _join(path.parent, f"{path.name[: -len(GROUP_SUFFIX)]}{TRAINING_STATE_SUFFIX}")
 
 
-def group_layers(manifest: str | Path) -> list[int]:
-    """The layers of the group a manifest (layout.sae_group) belongs to, from its name."""
-    return parse_layer_group(Path(manifest).name[len(GROUP_PREFIX) : -len(GROUP_SUFFIX)])
+def manifest_group(manifest: str | Path) -> tuple[list[int], list[int]]:
+    """The layers and seeds ([] for the first seed alone) of the group a manifest (layout.sae_group) belongs to."""
+    return parse_group_name(Path(manifest).name[len(GROUP_PREFIX) : -len(GROUP_SUFFIX)])
 
 
-def group_sae_dirs(manifest: str | Path) -> dict[int, str]:
-    """The SAE folder of every layer of a group, beside its manifest (jobs know their manifests from the rule)."""
-    return {layer: _join(Path(manifest).parent, _layer_folder(layer)) for layer in group_layers(manifest)}
+def group_sae_dirs(manifest: str | Path, first_seed: int) -> dict[tuple[int, int], str]:
+    """The SAE folder of every (layer, seed) of a group, beside its manifest (jobs know their manifests from the
+    rule); `first_seed` is sae.seeds[0], the seed of a name without seeds and of the folders without a seed."""
+    layers, seeds = manifest_group(manifest)
+    return {
+        (layer, seed): _join(Path(manifest).parent, _sae_folder(layer, None if seed == first_seed else seed))
+        for layer in layers
+        for seed in seeds or [first_seed]
+    }
 
 
-def trained_groups(results: str | Path, model: str, step: int | str) -> list[list[int]]:
-    """The layer groups of (model, step) whose SAE job finished, from the manifest names on disk."""
+def trained_groups(results: str | Path, model: str, step: int | str) -> list[tuple[list[int], list[int]]]:
+    """The (layers, seeds) groups of (model, step) whose SAE job finished, from the manifest names on disk (seeds []:
+    the first seed alone)."""
     try:
         names = os.listdir(sae_step_dir(results, model, step))
     except FileNotFoundError:
         return []
     return [
-        group_layers(name) for name in sorted(names) if name.startswith(GROUP_PREFIX) and name.endswith(GROUP_SUFFIX)
+        manifest_group(name) for name in sorted(names) if name.startswith(GROUP_PREFIX) and name.endswith(GROUP_SUFFIX)
     ]
 
 
-def sae_files(results: str | Path, model: str, step: int | str, layer: int | str) -> list[str]:
-    """The files of one cell's SAE."""
-    folder = sae_dir(results, model, step, layer)
+def sae_files(results: str | Path, model: str, step: int | str, layer: int | str, seed: int | None = None) -> list[str]:
+    """The files of one cell's SAE (seed None: the first seed)."""
+    folder = sae_dir(results, model, step, layer, seed)
     return [_join(folder, SAE_WEIGHTS), _join(folder, SAE_CONFIG)]
 
 

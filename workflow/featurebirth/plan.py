@@ -11,7 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import costs
-from .config import is_generated, model_layers, probe_sets, sae_job_groups, sae_settings, text_fetch_settings
+from .config import (
+    SaeGroup,
+    is_generated,
+    model_layers,
+    probe_sets,
+    sae_job_groups,
+    sae_seeds,
+    sae_settings,
+    text_fetch_settings,
+)
 from .layout import FIGURES
 from .stream import ChunkSchedule, chunk_schedule, rows_wanted
 
@@ -114,7 +123,9 @@ def sae_schedule(config: dict, model: str) -> ChunkSchedule:
     rows = rows_wanted(buffer, recipe, kept)
     if is_generated(config):
         rows = min(rows, config["corpus"]["n_sae_sequences"])
-    return chunk_schedule(buffer["mode"], buffer["buffer_tokens"], rows, kept, recipe["batch_size"], recipe["seed"])
+    return chunk_schedule(
+        buffer["mode"], buffer["buffer_tokens"], rows, kept, recipe["batch_size"], sae_seeds(config)[0]
+    )
 
 
 def held_tokens(config: dict, model: str) -> int:
@@ -142,22 +153,25 @@ class JobCost:
     memory: costs.SAEJobMemory | None = None
 
 
-def sae_job_cost(config: dict, model: str, group: list[int]) -> JobCost:
-    """One train_saes job: a forward pass truncated after the group's deepest layer feeds every SAE of the group."""
-    shape, recipe = model_shape(config, model), sae_settings(config, model)
-    dict_size = recipe["expansion"] * shape.d_model
-    memory = costs.sae_job_memory(shape, group, dict_size, held_tokens(config, model))
+def sae_job_cost(config: dict, model: str, group: SaeGroup) -> JobCost:
+    """One train_saes job: a forward pass truncated after the group's deepest layer feeds every SAE of the group (its
+    layers x its seeds)."""
+    (layers, seeds), shape, recipe = group, model_shape(config, model), sae_settings(config, model)
+    dict_size, saes = recipe["expansion"] * shape.d_model, len(layers) * len(seeds)
+    memory = costs.sae_job_memory(shape, layers, len(seeds), dict_size, held_tokens(config, model))
     trained = recipe["updates"] * recipe["batch_size"]
-    flops = costs.forward_flops(shape, max(group)) * forward_positions(config, model)
-    flops += len(group) * costs.sae_training_flops(shape.d_model, dict_size) * trained
+    flops = costs.forward_flops(shape, max(layers)) * forward_positions(config, model)
+    flops += saes * costs.sae_training_flops(shape.d_model, dict_size) * trained
     seconds = (
         costs.JOB_START_SECONDS
         + costs.checkpoint_read_seconds(checkpoint_bytes(config, model))
         + costs.gpu_seconds(flops)
-        + recipe["updates"] * len(group) * costs.UPDATE_OVERHEAD_SECONDS
+        + recipe["updates"] * saes * costs.UPDATE_OVERHEAD_SECONDS
     )
-    what = f"{model} layers {group[0]}-{group[-1]}" if len(group) > 1 else f"{model} layer {group[0]}"
-    return JobCost("train_saes", what, seconds, memory.gpu, memory.host, memory.training_state, memory)
+    what = f"{model} layers {layers[0]}-{layers[-1]}" if len(layers) > 1 else f"{model} layer {layers[0]}"
+    return JobCost(
+        "train_saes", what + f", {len(seeds)} seed(s)", seconds, memory.gpu, memory.host, memory.training_state, memory
+    )
 
 
 def probe_items(config: dict) -> int:
@@ -170,12 +184,14 @@ def probe_items(config: dict) -> int:
 
 
 def score_job_cost(config: dict, model: str) -> JobCost:
-    """One score job: probe, held-out and clean passes, then per layer the SAE-spliced and the zeroed pass."""
+    """One score job: probe, held-out and clean passes, then per layer the zeroed pass and per seed the SAE-spliced
+    pass."""
     shape, recipe = model_shape(config, model), sae_settings(config, model)
     d, vocab, layers = shape.d_model, shape.vocab, len(model_layers(config, model))
-    dict_size, tokens = recipe["expansion"] * d, config["evaluation"]["tokens"]
-    passes = 3 + 2 * layers
-    flops = tokens * (passes * costs.full_forward_flops(shape) + layers * costs.sae_inference_flops(d, dict_size))
+    dict_size, tokens, seeds = recipe["expansion"] * d, config["evaluation"]["tokens"], len(sae_seeds(config))
+    passes = 3 + layers * (1 + seeds)
+    saes = layers * seeds
+    flops = tokens * (passes * costs.full_forward_flops(shape) + saes * costs.sae_inference_flops(d, dict_size))
     logits = config["activations"]["batch_size"] * config["corpus"]["seq_len"] * vocab * costs.FLOAT * 2
     gpu = shape.n_params * costs.HALF + vocab * d * costs.FLOAT + costs.sae_params(d, dict_size) * costs.FLOAT + logits
     host = (
@@ -222,7 +238,8 @@ def model_plan(config: dict, model: str) -> ModelPlan:
     spec, steps = config["models"][model], len(config["steps"])
     shape, recipe, layers = model_shape(config, model), sae_settings(config, model), model_layers(config, model)
     dict_size, categories = recipe["expansion"] * shape.d_model, len(config["corpus"]["categories"])
-    cells = steps * len(layers)
+    cells, seeds = steps * len(layers), len(sae_seeds(config))
+    per_category = dict_size + shape.d_model + probe_items(config)
     hub = spec["source"] == "hub"
     return ModelPlan(
         name=model,
@@ -232,24 +249,27 @@ def model_plan(config: dict, model: str) -> ModelPlan:
         sae_jobs=[sae_job_cost(config, model, group) for group in sae_job_groups(config, model, [])],
         score_job=score_job_cost(config, model),
         download_bytes=steps * checkpoint_bytes(config, model) if hub else 0.0,
-        sae_weight_bytes=cells * costs.sae_params(shape.d_model, dict_size) * costs.FLOAT,
-        # feature_f1 [features x categories] and best_direction [categories x d_model], float32, per cell and probe set
-        score_bytes=cells * len(probe_sets(config)) * categories * (dict_size + shape.d_model) * costs.FLOAT,
+        sae_weight_bytes=cells * seeds * costs.sae_params(shape.d_model, dict_size) * costs.FLOAT,
+        # feature_f1 [features x categories], best_direction [categories x d_model] and best_codes [categories x
+        # probe items], float32, per cell, seed and probe set
+        score_bytes=cells * seeds * len(probe_sets(config)) * categories * per_category * costs.FLOAT,
         checkpoint_bytes=0.0 if hub else steps * checkpoint_bytes(config, model),
     )
 
 
 def cube_bytes(config: dict) -> float:
-    """The cube: per-cell category variables and quality scalars, and direction_cosine (layer x other_layer)."""
-    from .cube import CELL_VARIABLES, QUALITY_VARIABLES
+    """The cube: per-cell category variables (per seed; the probe's and the cross-seed lineage without), quality
+    scalars per seed, and direction_cosine (layer x other_layer) per seed."""
+    from .cube import CELL_VARIABLES, LINEAGE_VARIABLES, PROBE_VARIABLES, QUALITY_VARIABLES, SEED_VARIABLES
 
-    models, steps = len(config["models"]), len(config["steps"])
+    models, steps, seeds = len(config["models"]), len(config["steps"]), len(sae_seeds(config))
     layers = max(spec["n_layers"] for spec in config["models"].values())
     categories = len(config["corpus"]["categories"])
     grid = models * steps * layers
     sets = len(probe_sets(config))
-    per_cell = sets * categories * (len(CELL_VARIABLES) + 1) + len(QUALITY_VARIABLES)  # + best_feature
-    return costs.DOUBLE * grid * (per_cell + sets * categories * layers)
+    per_seed = sets * categories * (len(CELL_VARIABLES) + len(LINEAGE_VARIABLES) + 1 + layers) + len(QUALITY_VARIABLES)
+    once = sets * categories * (len(PROBE_VARIABLES) + len(SEED_VARIABLES))  # + 1 above: best_feature
+    return costs.DOUBLE * grid * (seeds * per_seed + once)
 
 
 def text_bytes(config: dict) -> float:

@@ -3,7 +3,8 @@
 The loop mirrors dictionary-learning's `trainSAE` (same trainers, same update calls, the
 same unit-mean-squared-norm normalisation folded back into the biases on save) and adds
 what a job needs: one forward pass of the model, truncated after the group's deepest layer,
-feeding every layer of the group in lockstep from a shuffled buffer (stream.py); a training
+feeding every SAE of the group (its layers x its seeds) in lockstep from a shuffled buffer (stream.py: each seed
+its own order of each chunk's tokens, and its own initialisation); a training
 state saved every few minutes and on SIGTERM, from which a retry resumes (resume.py);
 progress lines a person can follow in a SLURM log; divergence checks that fail loudly with
 the cell's name; and one folder per cell. Quality is measured later, by the score job, on
@@ -18,7 +19,7 @@ import math
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -125,17 +126,25 @@ def _check_finite(cell: str, update: int, value: float, limit: float, what: str)
         raise SAETrainingError(f"SAE {cell}: {what} {value:.4g} at SAE update {update} exceeds {limit:.4g} (diverged)")
 
 
+Unit = tuple[int, int]  # (layer, seed): one SAE of a group
+
+
 @dataclass
 class LayerRun:
-    """One layer's SAE while its group trains: the trainer, the scale of its inputs and its divergence check."""
+    """One SAE of a group while it trains: the trainer, the scale of its inputs and its divergence check."""
 
     layer: int
+    seed: int
     cell: str
     trainer: object
     norm: float
     check: torch.Tensor
     limit: float
     loss: float = math.nan
+
+    @property
+    def unit(self) -> Unit:
+        return self.layer, self.seed
 
     def step(self, update: int, values: torch.Tensor, picks: torch.Tensor, device: torch.device, autocast) -> None:
         """One SAE update on the picked tokens of this layer's chunk, checked every CHECK_EVERY updates."""
@@ -160,30 +169,32 @@ class LayerRun:
         return {**trainer_state(self.trainer), "norm": self.norm, "check": self.check.cpu(), "limit": self.limit}
 
 
-def layer_trainer(layer: int, d_model: int, settings: dict, device: torch.device, model: str):
-    """A freshly built trainer for one layer, its dead-feature window set from the recipe (trainSAE cannot)."""
-    trainer = build_trainer(trainer_config(settings, d_model, device, model=model, layer=layer))
+def layer_trainer(unit: Unit, d_model: int, settings: dict, device: torch.device, model: str):
+    """A freshly built trainer for one (layer, seed), its dead-feature window set from the recipe (trainSAE cannot).
+    The trainer seeds torch's generator with the seed as it builds the SAE: the initialisation is the seed's alone."""
+    layer, seed = unit
+    trainer = build_trainer(trainer_config({**settings, "seed": seed}, d_model, device, model=model, layer=layer))
     if hasattr(trainer, "dead_feature_threshold"):
         trainer.dead_feature_threshold = settings["dead_feature_tokens"]
     return trainer
 
 
 def start_run(
-    layer: int, cell: str, values: torch.Tensor, settings: dict, device: torch.device, model: str
+    unit: Unit, cell: str, values: torch.Tensor, settings: dict, device: torch.device, model: str
 ) -> LayerRun:
-    """A fresh SAE for one layer, its inputs scaled by the first chunk's mean squared norm."""
+    """A fresh SAE for one (layer, seed), its inputs scaled by the first chunk's mean squared norm."""
     norm = norm_factor(values)
-    trainer = layer_trainer(layer, values.shape[1], settings, device, model)
+    trainer = layer_trainer(unit, values.shape[1], settings, device, model)
     check = (values[:CHECK_TOKENS].float() / norm).to(device)
     limit = settings["divergence_factor"] * (check - check.mean(dim=0)).pow(2).sum(dim=1).mean().item()
-    return LayerRun(layer, cell, trainer, norm, check, limit)
+    return LayerRun(*unit, cell, trainer, norm, check, limit)
 
 
-def resume_run(layer: int, cell: str, saved: dict, settings: dict, device: torch.device, model: str) -> LayerRun:
-    """One layer's SAE put back in the state a previous attempt of the job saved."""
-    trainer = layer_trainer(layer, saved["check"].shape[1], settings, device, model)
+def resume_run(unit: Unit, cell: str, saved: dict, settings: dict, device: torch.device, model: str) -> LayerRun:
+    """One (layer, seed)'s SAE put back in the state a previous attempt of the job saved."""
+    trainer = layer_trainer(unit, saved["check"].shape[1], settings, device, model)
     restore_trainer(trainer, saved)
-    return LayerRun(layer, cell, trainer, saved["norm"], saved["check"].to(device), saved["limit"])
+    return LayerRun(*unit, cell, trainer, saved["norm"], saved["check"].to(device), saved["limit"])
 
 
 class Progress:
@@ -200,7 +211,7 @@ class Progress:
         self.logged = now
         rate = (done - self.start) * self.batch_size / max(now - self.started, 1e-9)
         left = (self.updates - done) * self.batch_size / max(rate, 1e-9)
-        layers = "; ".join(f"L{run.layer} loss {run.loss:.4g} L0 {run.check_l0():.1f}" for run in runs)
+        layers = "; ".join(f"L{run.layer}/s{run.seed} loss {run.loss:.4g} L0 {run.check_l0():.1f}" for run in runs)
         log.info(
             "%s: %s of %s tokens (%.1f%%), SAE update %d/%d, %.0f tokens/s, %s left; %s",
             self.label,
@@ -224,37 +235,34 @@ def _duration(seconds: float) -> str:
 def train_group(
     source: ChunkSource,
     schedule: ChunkSchedule,
-    cells: dict[int, str],
+    cells: dict[Unit, str],
     settings: dict,
     device: torch.device,
     *,
     model: str,
     state: TrainingState | None = None,
-) -> dict[int, tuple[torch.nn.Module, dict, dict]]:
-    """Train one SAE per layer of `cells` in lockstep, every update's batch picked from the current chunk.
+) -> dict[Unit, tuple[torch.nn.Module, dict, dict]]:
+    """Train one SAE per (layer, seed) of `cells` in lockstep, every update's batch picked from the current chunk in
+    the seed's order (the schedule with the seed in place of its own: the same chunks, permuted per seed).
 
     Resumes from `state` when it holds a matching saved state; saves it when due and on SIGTERM (then raises
-    TrainingInterrupted). Returns per layer the SAE (original scale), its trainer config and training stats.
+    TrainingInterrupted). Returns per (layer, seed) the SAE (original scale), its trainer config and training stats.
     """
     updates, batch_size = settings["updates"], settings["batch_size"]
+    seeds = sorted({seed for _, seed in cells})
     saved = state.load() if state else None
     start = saved["update"] if saved else 0
     chunk, _ = schedule.position(min(start, updates - 1))
-    values, loaded_rows, order = (
-        source(schedule.rows(chunk)),
-        schedule.rows(chunk),
-        torch.from_numpy(schedule.order(chunk)),
-    )
+    values, loaded_rows, orders = source(schedule.rows(chunk)), schedule.rows(chunk), _orders(schedule, seeds, chunk)
     if saved:
         runs = [
-            resume_run(layer, cell, saved["layers"].pop(layer), settings, device, model)
-            for layer, cell in cells.items()
+            resume_run(unit, cell, saved["layers"].pop(unit), settings, device, model) for unit, cell in cells.items()
         ]
         torch.set_rng_state(saved["rng"])
         del saved  # the restored copy is on the trainers now: do not hold a second one for the whole run
         log.info("resumed from SAE update %d of %d (%s)", start, updates, state.path)
     else:
-        runs = [start_run(layer, cell, values[layer], settings, device, model) for layer, cell in cells.items()]
+        runs = [start_run(unit, cell, values[unit[0]], settings, device, model) for unit, cell in cells.items()]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     progress = Progress(f"SAEs {', '.join(cells.values())}", updates, batch_size, start)
     started = time.perf_counter()
@@ -266,10 +274,10 @@ def train_group(
                 if not np.array_equal(rows, loaded_rows):
                     values = None  # the old chunk is released before the next is captured: one buffer at a time
                     values, loaded_rows = source(rows), rows
-                order = torch.from_numpy(schedule.order(chunk))
-            picks = order[index * batch_size : (index + 1) * batch_size]
+                orders = _orders(schedule, seeds, chunk)
+            batch = slice(index * batch_size, (index + 1) * batch_size)
             for run in runs:
-                run.step(update, values[run.layer], picks, device, autocast)
+                run.step(update, values[run.layer], orders[run.seed][batch], device, autocast)
             progress.tick(update + 1, runs)
             if stop[0] or (state is not None and state.due() and update + 1 < updates):
                 _save(state, update + 1, runs)
@@ -287,7 +295,12 @@ def train_group(
         "train_seconds": round(seconds, 3),
         "tokens_per_second": round((updates - start) * batch_size / max(seconds, 1e-9), 1),
     }
-    return {run.layer: _finished(run, settings, stats) for run in runs}
+    return {run.unit: _finished(run, settings, stats) for run in runs}
+
+
+def _orders(schedule: ChunkSchedule, seeds: list[int], chunk: int) -> dict[int, torch.Tensor]:
+    """Each seed's token order of one chunk."""
+    return {seed: torch.from_numpy(replace(schedule, seed=seed).order(chunk)) for seed in seeds}
 
 
 def _save(state: TrainingState | None, done: int, runs: list[LayerRun]) -> None:
@@ -295,7 +308,7 @@ def _save(state: TrainingState | None, done: int, runs: list[LayerRun]) -> None:
     if state is None:
         return
     try:
-        state.save({"update": done, "layers": {run.layer: run.saved() for run in runs}, "rng": torch.get_rng_state()})
+        state.save({"update": done, "layers": {run.unit: run.saved() for run in runs}, "rng": torch.get_rng_state()})
     except OSError as error:
         log.warning("could not save the training state at SAE update %d (%s): %s", done, state.path, error)
         return
@@ -315,7 +328,8 @@ def train_sae(
     """Train one SAE on one layer's activations already in memory [tokens, d_model], passed over while the budget lasts."""
     source, n_tokens = held_chunks({layer: activations})
     schedule = chunk_schedule("memory", n_tokens, n_tokens, 1, settings["batch_size"], settings["seed"])
-    return train_group(source, schedule, {layer: cell}, settings, device, model=model)[layer]
+    unit = (layer, settings["seed"])
+    return train_group(source, schedule, {unit: cell}, settings, device, model=model)[unit]
 
 
 def dead_fraction_in_training(trainer) -> float | None:
@@ -345,14 +359,15 @@ def train_layer_group(
     step: int,
     save_every_minutes: float,
 ) -> dict:
-    """One forward pass per chunk of the SAE split feeds every layer of the group; each SAE lands in its own cell's
-    folder.
+    """One forward pass per chunk of the SAE split feeds every SAE of the group (its layers x its seeds); each SAE
+    lands in its own folder (layout.sae_dir).
 
     The group is named by its manifest (layout.sae_group), which is written last: its presence means every SAE of
-    the group is complete. The training state beside it (layout.training_state) lets a retry resume.
+    the group is complete; its name gives the layers and seeds (none: the recipe's seed, sae.seeds[0]). The training
+    state beside it (layout.training_state) lets a retry resume.
     """
-    folders = group_sae_dirs(manifest_path)
-    layers = list(folders)
+    folders = group_sae_dirs(manifest_path, settings["sae"]["seed"])
+    layers = sorted({layer for layer, _ in folders})
     device = resolve_device(settings["device"])
     recipe, context, buffer = settings["sae"], settings["tokens"], settings["buffer"]
     kept = context["seq_len"] - context["exclude_first"]
@@ -367,15 +382,19 @@ def train_layer_group(
     network, metadata = load_truncated(checkpoint, device, forward_dtype(device, settings["gpu_dtype"]), max(layers))
     source = forward_chunks(network, ids, layers, settings["forward_batch_size"], context["exclude_first"])
     state = TrainingState(
-        training_state(manifest_path), state_key(settings, layers, metadata["fingerprint"], ids), save_every_minutes
+        training_state(manifest_path),
+        state_key(settings, list(folders), metadata["fingerprint"], ids),
+        save_every_minutes,
     )
-    cells = {layer: cell_name(model, step, layer) for layer in layers}
+    first = settings["sae"]["seed"]
+    cells = {(layer, seed): cell_name(model, step, layer, None if seed == first else seed) for layer, seed in folders}
     log.info(
-        "%s step %d layers %s: %d SAE updates of %d tokens, %s mode, chunks of %d rows x %d tokens, %.2f passes over"
+        "%s step %d layers %s seeds %s: %d SAE updates of %d tokens, %s mode, chunks of %d rows x %d tokens, %.2f passes over"
         " %d rows; model truncated after block %d (%d parameters in the checkpoint)",
         model,
         step,
         layers,
+        sorted({seed for _, seed in folders}),
         recipe["updates"],
         recipe["batch_size"],
         buffer["mode"],
@@ -387,12 +406,13 @@ def train_layer_group(
         metadata["n_params"],
     )
     trained = train_group(source, schedule, cells, recipe, device, model=model, state=state)
-    manifest = {"model": model, "step": step, "layers": layers, "tokens": int(ids.numel()), "checkpoint": metadata}
-    manifest["cells"] = {}
-    for layer, (ae, trainer, stats) in trained.items():
-        save_sae(ae, trainer, recipe, stats, cells[layer], Path(folders[layer]))
-        manifest["cells"][str(layer)] = stats
-        log.info("trained SAE %s: %s", cells[layer], stats)
+    seeds = sorted({seed for _, seed in folders})
+    manifest = {"model": model, "step": step, "layers": layers, "seeds": seeds, "tokens": int(ids.numel())}
+    manifest |= {"checkpoint": metadata, "cells": {}}
+    for unit, (ae, trainer, stats) in trained.items():
+        save_sae(ae, trainer, {**recipe, "seed": unit[1]}, stats, cells[unit], Path(folders[unit]))
+        manifest["cells"][cells[unit]] = stats
+        log.info("trained SAE %s: %s", cells[unit], stats)
     write_json(manifest, manifest_path)
     state.remove()
     return manifest

@@ -33,7 +33,7 @@ from scipy.stats import rankdata
 
 from .activations import layer_activations, probe_activations, token_rows, window_activations
 from .corpus import EVAL_SPLIT, read_probes
-from .downstream import clean_reference, downstream_quality, sae_reconstruction
+from .downstream import clean_reference, downstream_quality, sae_reconstruction, zero_ablated
 from .io import atomic_path, read_json
 from .layout import CONTROL, PROBE_SETS, SAE_CONFIG, group_sae_dirs
 from .mining import read_mined
@@ -167,30 +167,49 @@ def heldout_sae_predictions(fires: np.ndarray, targets: np.ndarray, folds: np.nd
     return predicted.reshape(n_items, n_sets, n_categories).transpose(1, 0, 2)
 
 
-def heldout_scores(
+def heldout_targets(
+    labels: np.ndarray, words: np.ndarray, categories: list[str], settings: dict
+) -> tuple[np.ndarray, np.ndarray]:
+    """The word-grouped folds and the label sets (true, then permuted) both held-out controls are scored on."""
+    folds = word_folds(labels, words, settings["folds"], settings["seed"])
+    return folds, label_sets(labels, words, categories, settings["heldout_permutations"], settings["seed"])
+
+
+def probe_scores(
     activations: np.ndarray,
-    codes: np.ndarray,
     labels: np.ndarray,
     words: np.ndarray,
     categories: list[str],
     settings: dict,
     device: torch.device,
 ) -> xr.Dataset:
-    """probe_score, probe_null, probe_auroc, heldout_score and heldout_null of one cell, over word-grouped folds."""
-    folds = word_folds(labels, words, settings["folds"], settings["seed"])
-    targets = label_sets(labels, words, categories, settings["heldout_permutations"], settings["seed"])
+    """probe_score, probe_null and probe_auroc of one layer (no SAE: the same for every SAE seed), over word-grouped
+    folds."""
+    folds, targets = heldout_targets(labels, words, categories, settings)
     train = training_masks(folds, settings["folds"])
     logits = out_of_fold(probe_logits(activations, targets, train, settings["probe_l2"], device), folds)
     probe = paired_f1(logits > 0, targets)
-    sae = paired_f1(heldout_sae_predictions(codes > 0, targets, folds), targets)
-    quantile, columns = settings["null_quantile"], np.arange(len(categories))
+    columns = np.arange(len(categories))
     return xr.Dataset(
         {
             "probe_score": ("category", probe[0]),
-            "probe_null": ("category", np.quantile(probe[1:], quantile, axis=0)),
+            "probe_null": ("category", np.quantile(probe[1:], settings["null_quantile"], axis=0)),
             "probe_auroc": ("category", auroc_matrix(logits[0], targets[0])[columns, columns]),
+        },
+        coords={"category": categories},
+    )
+
+
+def heldout_sae_scores(
+    codes: np.ndarray, labels: np.ndarray, words: np.ndarray, categories: list[str], settings: dict
+) -> xr.Dataset:
+    """heldout_score and heldout_null of one SAE, over the same word-grouped folds as the probe's."""
+    folds, targets = heldout_targets(labels, words, categories, settings)
+    sae = paired_f1(heldout_sae_predictions(codes > 0, targets, folds), targets)
+    return xr.Dataset(
+        {
             "heldout_score": ("category", sae[0]),
-            "heldout_null": ("category", np.quantile(sae[1:], quantile, axis=0)),
+            "heldout_null": ("category", np.quantile(sae[1:], settings["null_quantile"], axis=0)),
         },
         coords={"category": categories},
     )
@@ -213,32 +232,60 @@ def thin_categories(labels: np.ndarray, words: np.ndarray, categories: list[str]
     return [c for c in categories if len(np.unique(words[labels == c])) < 2]
 
 
-def probe_set_scores(
-    ae: torch.nn.Module, probes: np.ndarray, labels: np.ndarray, words: np.ndarray, settings: dict
-) -> xr.Dataset:
-    """One cell on one probe set: category scores of its SAE, the held-out controls (a linear probe, the SAE on unseen
-    words) and the best features' directions. A category with fewer than two words (a mined set's rare category) is
-    scored with the rest, then set to NaN: its items stay negatives of the others."""
-    categories = settings["categories"]
-    codes, directions = encode(ae, probes)
-    scores = score_codes(codes, labels, words, categories, settings["scoring"])
-    device = ae.decoder.weight.device
-    scores.update(heldout_scores(probes, codes, labels, words, categories, settings["scoring"], device))
-    scores["best_direction"] = (("category", "hidden"), directions[scores["best_feature"].values].astype(np.float32))
+def _without_thin(scores: xr.Dataset, labels: np.ndarray, words: np.ndarray, categories: list[str]) -> xr.Dataset:
+    """NaN for the categories with fewer than two words (a mined set's rare category): scored with the rest, their
+    items stay negatives of the others."""
     thin = thin_categories(labels, words, categories)
     return scores.where(~scores["category"].isin(thin)) if thin else scores
 
 
-def score_layer(
-    ae: torch.nn.Module, probe_sets: dict[str, ProbeSet], layer: int, held_out: torch.Tensor, settings: dict
+def probe_set_scores(
+    ae: torch.nn.Module, probes: np.ndarray, labels: np.ndarray, words: np.ndarray, settings: dict
 ) -> xr.Dataset:
-    """One cell: its scores on every probe set (along probe_set) and its SAE's quality on held-out activations."""
-    scored = [probe_set_scores(ae, acts[layer], labels, words, settings) for acts, labels, words in probe_sets.values()]
-    scores = xr.concat(scored, "probe_set").assign_coords(probe_set=list(probe_sets))
-    device = ae.decoder.weight.device
-    for name, value in quality(ae, held_out.to(device).float()).items():
-        scores[name] = value
-    return scores
+    """One SAE on one probe set: its category scores, its held-out score (the feature chosen on other words), and
+    per category the best feature's decoder direction and its code on every probe item (for the cube's lineage)."""
+    categories = settings["categories"]
+    codes, directions = encode(ae, probes)
+    scores = score_codes(codes, labels, words, categories, settings["scoring"])
+    scores.update(heldout_sae_scores(codes, labels, words, categories, settings["scoring"]))
+    best = scores["best_feature"].values
+    scores["best_direction"] = (("category", "hidden"), directions[best].astype(np.float32))
+    scores["best_codes"] = (("category", "item"), codes[:, best].T.astype(np.float32))
+    scores.coords["item"] = np.arange(len(codes))  # probe sets differ in length: concatenated, the shorter is padded
+    return _without_thin(scores, labels, words, categories)
+
+
+def score_layer(
+    saes: dict[int, torch.nn.Module],
+    probe_sets: dict[str, ProbeSet],
+    layer: int,
+    held_out: torch.Tensor,
+    settings: dict,
+) -> xr.Dataset:
+    """One cell: per SAE seed (along seed) its scores on every probe set (along probe_set) and its quality on held-out
+    activations; the linear probe on every probe set, once (it reads no SAE)."""
+    per_seed = []
+    for ae in saes.values():
+        sets = [
+            probe_set_scores(ae, acts[layer], labels, words, settings) for acts, labels, words in probe_sets.values()
+        ]
+        cell = xr.concat(sets, "probe_set", join="outer").assign_coords(probe_set=list(probe_sets))
+        device = ae.decoder.weight.device
+        for name, value in quality(ae, held_out.to(device).float()).items():
+            cell[name] = value
+        per_seed.append(cell)
+    scores = xr.concat(per_seed, "seed").assign_coords(seed=list(saes))
+    device = resolve_device(settings["device"])
+    probes = [
+        _without_thin(
+            probe_scores(acts[layer], labels, words, settings["categories"], settings["scoring"], device),
+            labels,
+            words,
+            settings["categories"],
+        )
+        for acts, labels, words in probe_sets.values()
+    ]
+    return scores.merge(xr.concat(probes, "probe_set").assign_coords(probe_set=list(probe_sets)))
 
 
 def probe_counts(probe_sets: dict[str, ProbeSet], categories: list[str]) -> xr.Dataset:
@@ -273,13 +320,38 @@ def read_probe_sets(
     return sets
 
 
-def studied_sae_dirs(manifests: list[Path], layers: list[int]) -> dict[int, str]:
-    """Each studied layer's SAE folder, from the manifests of the groups that trained them (later ones win)."""
-    folders = {layer: folder for manifest in manifests for layer, folder in group_sae_dirs(manifest).items()}
-    missing = [layer for layer in layers if layer not in folders]
+def studied_sae_dirs(manifests: list[Path], layers: list[int], seeds: list[int]) -> dict[tuple[int, int], str]:
+    """Each studied (layer, seed)'s SAE folder, from the manifests of the groups that trained them (later ones win);
+    seeds[0] is the first seed, whose folders and group names carry no seed."""
+    folders = {unit: folder for manifest in manifests for unit, folder in group_sae_dirs(manifest, seeds[0]).items()}
+    missing = [(layer, seed) for layer in layers for seed in seeds if (layer, seed) not in folders]
     if missing:
-        raise ValueError(f"no SAE group among {[str(m) for m in manifests]} holds layer(s) {missing}")
-    return {layer: folders[layer] for layer in layers}
+        raise ValueError(f"no SAE group among {[str(m) for m in manifests]} holds (layer, seed) {missing}")
+    return {(layer, seed): folders[layer, seed] for layer in layers for seed in seeds}
+
+
+def load_seed_sae(folder: str, seed: int, device: torch.device) -> torch.nn.Module:
+    """A cell's SAE of one seed, refused when its folder holds another seed's (renamed folders, reordered seeds)."""
+    trained = read_json(Path(folder) / SAE_CONFIG)["trainer"].get("seed")
+    if trained != seed:
+        raise ValueError(f"the SAE in {folder} was trained with seed {trained}, not {seed}: retrain its group")
+    return load_sae(folder, device)
+
+
+def per_seed_quality(
+    network: torch.nn.Module, reference, layer: int, saes: dict, folders: dict, evaluation: dict
+) -> dict[str, list[float]]:
+    """Per seed of one layer: the trainer's dead fraction at the end of training and the downstream quality."""
+    values: dict[str, list[float]] = {}
+    zeroed = zero_ablated(network, reference, layer)
+    for seed, ae in saes.items():
+        trained = read_json(Path(folders[layer, seed]) / SAE_CONFIG)["training"].get("dead_fraction_train")
+        values.setdefault("dead_fraction_train", []).append(np.nan if trained is None else trained)
+        reconstruct = sae_reconstruction(ae)
+        downstream = downstream_quality(network, reference, layer, reconstruct, evaluation["ce_floor"], zeroed)
+        for name, value in downstream.items():
+            values.setdefault(name, []).append(value)
+    return values
 
 
 def score_step(
@@ -295,14 +367,16 @@ def score_step(
     step: int,
     mined: Path | None,
 ) -> xr.Dataset:
-    """Score every studied layer of one (model, step) on every probe set and measure its SAEs' quality; write one
-    netCDF file. `mined`: the mined probes of real text (mining.py), scored as the probe set "mined".
+    """Score every studied layer of one (model, step), each SAE seed (settings["seeds"]) on its own, on every probe
+    set and measure its SAEs' quality; write one netCDF file. `mined`: the mined probes of real text (mining.py),
+    scored as the probe set "mined".
 
     One forward pass over each probe set and one over the held-out evaluation split serve every layer; one
     clean pass over the split gives the clean loss (the same for every layer), then each layer's SAE is
     spliced in (and zero ablation) for its downstream quality (featurebirth.downstream).
     """
-    folders = studied_sae_dirs(manifests, layers)
+    seeds = settings["seeds"]
+    folders = studied_sae_dirs(manifests, layers, seeds)
     device = resolve_device(settings["device"])
     network = load_model(checkpoint, device, forward_dtype(device, settings["gpu_dtype"]))
     probe_sets = read_probe_sets(network, checkpoint, probes, mined, settings)
@@ -313,15 +387,12 @@ def score_step(
     reference = clean_reference(network, ids, exclude_first, batch_size)
     cells = []
     for layer in layers:
-        ae = load_sae(folders[layer], device)
-        cell = score_layer(ae, probe_sets, layer, held_out.pop(layer), settings)
-        trained = read_json(Path(folders[layer]) / SAE_CONFIG)["training"].get("dead_fraction_train")
-        cell["dead_fraction_train"] = np.nan if trained is None else trained
-        downstream = downstream_quality(network, reference, layer, sae_reconstruction(ae), evaluation["ce_floor"])
-        for name, value in downstream.items():
-            cell[name] = value
+        saes = {seed: load_seed_sae(folders[layer, seed], seed, device) for seed in seeds}
+        cell = score_layer(saes, probe_sets, layer, held_out.pop(layer), settings)
+        for name, values in per_seed_quality(network, reference, layer, saes, folders, evaluation).items():
+            cell[name] = ("seed", values)
         cells.append(cell.expand_dims(layer=[layer]))
-        del ae
+        del saes
     scores = xr.concat(cells, "layer").merge(probe_counts(probe_sets, settings["categories"]))
     scores.attrs.update(
         {

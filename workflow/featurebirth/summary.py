@@ -12,6 +12,10 @@ from .analysis import Analysis
 from .tables import probe_table, summary_frame
 
 
+def _agreement(counts: dict[str, int], key: str) -> str:
+    return f"{counts[key]} of {counts['found']}"
+
+
 def _cell(value: object) -> str:
     """Missing values as '-', whole floats without their '.0'."""
     if pd.isna(value) or value == "":
@@ -36,10 +40,21 @@ def print_summary(cube: xr.Dataset, analysis: Analysis, probe_set: str, console:
         console.print(
             f"probe set {probe_set}: not scored (fewer than two words with contexts): {summary['not_scored']}"
         )
+    n_seeds = len(summary["seeds"])
+    if n_seeds > 1:
+        found = summary["findings_in_every_seed"]
+        console.print(
+            f"probe set {probe_set}: {n_seeds} SAE seeds {summary['seeds']}; steps are medians over seeds. The same in "
+            f"every seed: {_agreement(found['emergence_steps'], 'same_step_in_every_seed')} emergence steps, "
+            f"{_agreement(found['earliest_emergence_steps'], 'same_step_in_every_seed')} earliest steps, "
+            f"{_agreement(found['reactivation_events'], 'in_every_seed')} reactivation events"
+        )
     for model, rows in frame.groupby("model", sort=False):
         rho = summary["spearman_frequency_vs_emergence_step"][model]["rho"]
+        lasting = summary["spearman_frequency_vs_emergence_step_every_later_step"][model]["rho"]
         table = Table(
-            title=f"{model}, {probe_set} probes  (Spearman frequency vs emergence step: {_cell(rho and round(rho, 2))})"
+            title=f"{model}, {probe_set} probes  (Spearman frequency vs emergence step: {_cell(rho and round(rho, 2))};"
+            f" represented at every later step: {_cell(lasting and round(lasting, 2))})"
         )
         for header in (
             "category",
@@ -54,6 +69,8 @@ def print_summary(cube: xr.Dataset, analysis: Analysis, probe_set: str, console:
         for row in rows.itertuples():
             step = _cell(row.earliest_emergence_step)
             emerged = step if step == "-" else f"{step} (layer {_cell(row.earliest_emergence_layer)})"
+            if n_seeds > 1 and step != "-":
+                emerged += f", {row.seeds_agreeing}/{n_seeds} seeds"
             table.add_row(
                 row.category,
                 f"{row.planted_frequency:g}",

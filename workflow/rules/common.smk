@@ -23,7 +23,9 @@ from featurebirth.config import (
     model_layers,
     model_spec,
     probe_settings,
+    sae_group_name,
     sae_job_groups,
+    sae_seeds,
     sae_training_settings,
     scoring_settings,
     text_check_settings,
@@ -41,7 +43,7 @@ HUB_MODELS = "|".join(re.escape(n) for n, m in config["models"].items() if m["so
 wildcard_constraints:
     model=MODEL_NAMES,
     step=r"\d+",
-    layers=r"\d+(-\d+)*",
+    group=r"\d+(-\d+)*(\.seeds-\d+(-\d+)*)?",
 
 
 def grows(base: int) -> Callable:
@@ -119,28 +121,34 @@ def text_checked(wildcards) -> list:
 
 
 def sae_groups(model: str, step: int) -> tuple[str, ...]:
-    """The layer groups whose SAE jobs cover the studied layers of (model, step).
+    """The names of the SAE jobs (layer groups x seeds) that cover the studied layers and seeds of (model, step).
 
     Groups already trained are known by their manifests' names (layout.trained_groups: which files
-    exist, never what they hold); the studied layers they leave out are cut into new groups of
-    sae.layers_per_job (config.sae_job_groups, which the cost plan uses too). So adding a layer trains only
-    that layer, and a trained group keeps its name.
+    exist, never what they hold); the studied (layer, seed)s they leave out are cut into new groups of
+    sae.layers_per_job (config.sae_job_groups, which the cost plan uses too). So adding a layer or a seed trains
+    only that, and a trained group keeps its name.
     """
     trained = layout.trained_groups(RESULTS, model, step)
     groups = sae_job_groups(config, model, trained)
-    for group in groups:
-        if group in trained:
-            check_complete(model, step, group)
-    return tuple(layout.layer_group(group) for group in groups)
+    names = [sae_group_name(config, group) for group in groups]
+    trained_names = {layout.group_name(*group) for group in trained}
+    for name in names:
+        if name in trained_names:
+            check_complete(model, step, name)
+    return tuple(names)
 
 
-def check_complete(model: str, step: int, group: list[int]) -> None:
+def check_complete(model: str, step: int, group: str) -> None:
     """A trained group whose SAE files are gone stops the plan: its manifest must go too, to retrain it."""
+    manifest = layout.sae_group(RESULTS, model, step, group)
+    folders = layout.group_sae_dirs(manifest, sae_seeds(config)[0]).values()
     missing = [
-        path for layer in group for path in layout.sae_files(RESULTS, model, step, layer) if not os.path.exists(path)
+        os.path.join(folder, name)
+        for folder in folders
+        for name in (layout.SAE_WEIGHTS, layout.SAE_CONFIG)
+        if not os.path.exists(os.path.join(folder, name))
     ]
     if missing:
-        manifest = layout.sae_group(RESULTS, model, step, layout.layer_group(group))
         raise WorkflowError(
             f"SAE file(s) {missing} are missing, but the manifest of their layer group, {manifest}, says the group "
             f"is trained: to retrain the group, delete that manifest and run with --forcerun {manifest}"

@@ -1,7 +1,7 @@
 """Sparse autoencoders, trained with dictionary-learning: one job per layer group of a (model, step).
 
-One forward pass over the SAE split, streamed chunk by chunk (activations.mode), feeds every layer of the
-group (sae.layers_per_job); each SAE lands in its own cell's folder, and the group's manifest, written last, is
+One forward pass over the SAE split, streamed chunk by chunk (activations.mode), feeds every SAE of the group
+(sae.layers_per_job layers x the job's seeds); each SAE lands in its own folder, and the group's manifest, written last, is
 the job's output. A retry resumes from the training state the previous attempt saved beside it.
 """
 
@@ -12,9 +12,9 @@ rule train_saes:
         tokens=split_tokens("sae"),
         checked=text_checked,
     output:
-        layout.sae_group(RESULTS, "{model}", "{step}", "{layers}"),
+        layout.sae_group(RESULTS, "{model}", "{step}", "{group}"),
     log:
-        layout.log_for(RESULTS, layout.sae_group(RESULTS, "{model}", "{step}", "{layers}")),
+        layout.log_for(RESULTS, layout.sae_group(RESULTS, "{model}", "{step}", "{group}")),
     conda:
         "../../envs/featurebirth.yaml"
     threads: 1
