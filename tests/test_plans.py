@@ -59,14 +59,14 @@ def test_pythia_plan_with_the_slurm_profile_needs_neither_slurm_nor_network(tmp_
     assert len(prefetch) == 4 and not any("gpu=1" in job["resources"] for job in prefetch)
     # a download needs little memory, whatever the model's compute floor
     assert all("mem_mb=2000" in job["resources"].split(", ") for job in prefetch)
-    # 12b: 36 layers in groups of 9 (config/pythia.yaml's memory arithmetic) -> 4 SAE jobs per step
+    # 12b: 36 layers in groups of 6, both seeds in each (config/pythia.yaml's memory arithmetic) -> 6 SAE jobs per step
     sae_12b = of("train_saes", "pythia-12b")
-    assert sorted({job["wildcards"]["layers"] for job in sae_12b}) == sorted(
-        "-".join(map(str, range(start, start + 9))) for start in range(0, 36, 9)
+    assert sorted({job["wildcards"]["group"] for job in sae_12b}) == sorted(
+        "-".join(map(str, range(start, start + 6))) + ".seeds-0-1" for start in range(0, 36, 6)
     )
-    assert len(sae_12b) == 2 * 4
+    assert len(sae_12b) == 2 * 6
     assert all(all(f in job["resources"] for f in ("gpu=1", "mem_mb=64000", "runtime=180")) for job in sae_12b)
-    assert [job["wildcards"]["layers"] for job in of("train_saes", "pythia-70m")] == ["0-1-2-3-4-5"] * 2
+    assert [job["wildcards"]["group"] for job in of("train_saes", "pythia-70m")] == ["0-1-2-3-4-5.seeds-0-1"] * 2
     assert len(of("score", "pythia-12b")) == 2 and all("gpu=1" in job["resources"] for job in of("score", "pythia-70m"))
 
 
@@ -114,7 +114,8 @@ def test_the_pythia_plan_prepares_the_text_once_and_checks_it_per_model(tmp_path
     assert plan.returncode == 0, plan.stderr[-3000:]
     jobs = planned_jobs(plan.stdout)
     counts = {rule: sum(job["rule"] == rule for job in jobs) for rule in {job["rule"] for job in jobs}}
-    # 8 sizes x 25 revisions; SAE jobs per step from the layer groups: 1 + 1 + 2 + 2 + 3 + 4 + 4 + 4 = 21
+    # 8 sizes x 25 revisions; SAE jobs per step from the layer groups (both seeds in each): 1 + 1 + 2 + 2 + 3 + 4 + 4
+    # + 6 = 23
     assert {
         rule: counts.get(rule, 0)
         for rule in (
@@ -132,7 +133,7 @@ def test_the_pythia_plan_prepares_the_text_once_and_checks_it_per_model(tmp_path
         "tokenize_text": 1,
         "check_text": 8,
         "prefetch": 200,
-        "train_saes": 25 * 21,
+        "train_saes": 25 * 23,
         "score": 200,
         "corpus": 0,
         "eval_split": 0,

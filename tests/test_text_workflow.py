@@ -93,7 +93,7 @@ def test_sae_jobs_train_on_the_text_sae_part(text_run):
     for step in (0, 6):
         manifest = json.loads(Path(layout.sae_group(results, "tiny-neox", step, "0-1")).read_text())
         assert manifest["tokens"] == rows * 32  # every packed row of the SAE part: the budget needs them all
-        assert manifest["cells"]["0"]["distinct_tokens"] == rows * 31
+        assert manifest["cells"][f"tiny-neox/step{step}/layer0"]["distinct_tokens"] == rows * 31
 
 
 def test_the_cube_of_the_text_run(text_run):

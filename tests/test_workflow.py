@@ -37,9 +37,9 @@ def test_plan_has_one_sae_job_and_one_score_job_per_checkpoint(micro_run):
         "score": 4,
     }
     assert counts["corpus"] == counts["cube"] == counts["tables"] == 1
-    assert counts["heatmaps"] == counts["quality_heatmaps"] == 2 and counts["figure"] == 3
+    assert counts["heatmaps"] == counts["quality_heatmaps"] == 2 and counts["figure"] == 4
     groups = sorted(
-        (job["wildcards"]["model"], job["wildcards"]["layers"])
+        (job["wildcards"]["model"], job["wildcards"]["group"])
         for job in planned_jobs(plan.stdout)
         if job["rule"] == "train_saes"
     )
@@ -49,7 +49,7 @@ def test_plan_has_one_sae_job_and_one_score_job_per_checkpoint(micro_run):
 def test_cube_holds_every_cell(micro_run):
     results, _, _ = micro_run
     cube = open_cube(layout.cube_path(results))
-    sizes = {"probe_set": 1, "model": 2, "step": 2, "layer": 3, "category": 3, "other_layer": 3}
+    sizes = {"probe_set": 1, "seed": 1, "model": 2, "step": 2, "layer": 3, "category": 3, "other_layer": 3}
     assert dict(cube.sizes) == sizes
     assert cube["model"].values.tolist() == ["tiny-a", "tiny-b"]
     assert cube["step"].values.tolist() == [0, 6]
@@ -136,12 +136,12 @@ def test_every_cell_output_exists(micro_run):
             assert (checkpoint / "model.safetensors").exists() and (checkpoint / "tokenizer.json").exists()
             manifest = json.loads(Path(layout.sae_group(results, model, step, layout.layer_group(layers))).read_text())
             assert manifest["layers"] == layers and manifest["tokens"] == 1280
-            assert layout.trained_groups(results, model, step) == [layers]
+            assert layout.trained_groups(results, model, step) == [(layers, [])]
             for layer in layers:
                 cell = Path(layout.sae_dir(results, model, step, layer))
                 assert (cell / layout.SAE_WEIGHTS).stat().st_size > 0
                 assert json.loads((cell / layout.SAE_CONFIG).read_text())["cell"] == f"{model}/step{step}/layer{layer}"
-                assert manifest["cells"][str(layer)]["tokens_trained"] == 120 * 64
+                assert manifest["cells"][f"{model}/step{step}/layer{layer}"]["tokens_trained"] == 120 * 64
     assert not list(Path(results).rglob(".tmp-*"))
 
 
@@ -201,7 +201,7 @@ def test_a_deleted_sae_stops_the_plan_until_its_manifest_goes(micro_run, tmp_pat
     assert str(weights) in message and f"--forcerun {manifest}" in message
     assert replanned.returncode == 0, replanned.stderr[-3000:]
     jobs = [(job["rule"], job["wildcards"]) for job in planned_jobs(replanned.stdout) if "step" in job["wildcards"]]
-    assert sorted((rule, wc["model"], wc["step"], wc.get("layers")) for rule, wc in jobs) == [
+    assert sorted((rule, wc["model"], wc["step"], wc.get("group")) for rule, wc in jobs) == [
         ("score", "tiny-a", "0", None),
         ("train_saes", "tiny-a", "0", "0-1"),
     ]
@@ -232,45 +232,57 @@ def _cell_files(results: Path) -> list[Path]:
     return [path for tree in trees for path in tree.rglob("*") if path.is_file()]
 
 
-def test_adding_a_step_and_a_layer_trains_only_the_new_cells(micro_run, tmp_path):
-    """Runs late in this module: it extends the micro run in place with step 3 and tiny-b's layer 1."""
+def test_adding_a_step_a_layer_and_a_seed_trains_only_the_new_saes(micro_run, tmp_path):
+    """Runs late in this module: it extends the micro run in place with step 3, tiny-b's layer 1 and SAE seed 1."""
     results, _, _ = micro_run
     config = yaml.safe_load((TESTS / "micro.yaml").read_text())
     config["steps"] = [0, 3, 6]
     config["models"]["tiny-b"]["layers"] = [0, 1, 2]
+    config["sae"]["seeds"] = [0, 1]
     extended = tmp_path / "extended.yaml"
     extended.write_text(yaml.safe_dump(config))
     args = ["--configfile", str(extended), "--config", f"results={results}"]
     plan = snakemake("-n", *args)
     assert plan.returncode == 0, plan.stderr[-3000:]
     jobs = [(job["rule"], job["wildcards"]) for job in planned_jobs(plan.stdout) if "step" in job["wildcards"]]
-    trained = sorted((wc["model"], wc["step"], wc["layers"]) for rule, wc in jobs if rule == "train_saes")
-    # step 3: every layer of both models; steps 0 and 6: tiny-b's new layer 1 alone
-    assert trained == [("tiny-a", "3", "0-1"), ("tiny-b", "0", "1"), ("tiny-b", "3", "0-1-2"), ("tiny-b", "6", "1")]
+    trained = sorted((wc["model"], wc["step"], wc["group"]) for rule, wc in jobs if rule == "train_saes")
+    # step 3: every layer of both models, both seeds in one job; steps 0 and 6: seed 1 of every layer, and tiny-b's
+    # new layer 1 for seed 0 (the first seed's job keeps its name without seeds)
+    assert trained == [
+        ("tiny-a", "0", "0-1.seeds-1"),
+        ("tiny-a", "3", "0-1.seeds-0-1"),
+        ("tiny-a", "6", "0-1.seeds-1"),
+        ("tiny-b", "0", "0-1-2.seeds-1"),
+        ("tiny-b", "0", "1"),
+        ("tiny-b", "3", "0-1-2.seeds-0-1"),
+        ("tiny-b", "6", "0-1-2.seeds-1"),
+        ("tiny-b", "6", "1"),
+    ]
     assert sorted((wc["model"], wc["step"]) for rule, wc in jobs if rule == "toy_model") == [
         ("tiny-a", "3"),
         ("tiny-b", "3"),
     ]
-    # the score files of the checkpoints that gained a layer are rewritten (scoring is per checkpoint)
-    assert sorted((wc["model"], wc["step"]) for rule, wc in jobs if rule == "score") == [
-        ("tiny-a", "3"),
-        ("tiny-b", "0"),
-        ("tiny-b", "3"),
-        ("tiny-b", "6"),
-    ]
+    # every score file is rewritten: each checkpoint gained a seed (scoring is per checkpoint)
+    assert len([wc for rule, wc in jobs if rule == "score"]) == 6
     old = _cell_files(results)
     before = {path: path.stat().st_mtime_ns for path in old}
-    untouched_scores = {
-        p: Path(p).stat().st_mtime_ns for p in (layout.score_path(results, "tiny-a", s) for s in (0, 6))
-    }
     run = snakemake("--cores", "2", *args)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert {path: path.stat().st_mtime_ns for path in old} == before
-    assert {p: Path(p).stat().st_mtime_ns for p in untouched_scores} == untouched_scores
+    assert {path: path.stat().st_mtime_ns for path in old} == before  # no SAE of seed 0 retrained
     cube = open_cube(layout.cube_path(results))
     assert cube["step"].values.tolist() == [0, 3, 6] and cube.attrs["n_cells"] == 2 * 3 + 3 * 3
-    assert layout.trained_groups(results, "tiny-b", 0) == [[0, 2], [1]]
+    assert cube["seed"].values.tolist() == [0, 1]
+    assert layout.trained_groups(results, "tiny-b", 0) == [([0, 1, 2], [1]), ([0, 2], []), ([1], [])]
+    assert Path(layout.sae_dir(results, "tiny-b", 0, 1, seed=1), layout.SAE_WEIGHTS).is_file()
     assert cube["score"].sel(model="tiny-b", layer=1).notnull().all()
+    # the two seeds' SAEs differ, and so does what they score; the probe, which reads no SAE, has no seed
+    assert not cube["variance_explained"].sel(seed=0).equals(cube["variance_explained"].sel(seed=1))
+    assert "seed" not in cube["probe_score"].dims
+    # lineage against the previous step from step 3 on, the seeds' calibration at every step
+    studied = cube["score"].notnull()
+    assert cube["lineage_correlation"].sel(step=0).isnull().all()
+    assert cube["lineage_cosine"].sel(step=[3, 6]).notnull().sum() == studied.sel(step=[3, 6]).sum()
+    assert cube["seed_cosine"].notnull().sum() == studied.sel(seed=0).sum()
 
 
 def test_reactivation_table_end_to_end(micro_run, micro, tmp_path):
@@ -279,7 +291,7 @@ def test_reactivation_table_end_to_end(micro_run, micro, tmp_path):
     cube = open_cube(layout.cube_path(results))
     assert cube["score"].sel(model="tiny-b", layer=1).notnull().all(), "runs after the extension test"
     cell = {"probe_set": "template", "model": "tiny-b", "step": 6, "category": "animals"}
-    cube["score"].loc[cell] = [0.95, 0.2, 0.9]
+    cube["score"].loc[cell] = [0.95, 0.2, 0.9]  # in both seeds
     cube["null"].loc[cell] = [0.1, 0.1, 0.1]
     cube["variance_explained"].loc[{"model": "tiny-b", "step": 6}] = 0.9
     planted = Path(layout.cube_path(tmp_path))
@@ -308,10 +320,13 @@ def test_reactivation_table_end_to_end(micro_run, micro, tmp_path):
     assert made.returncode == 0, made.stderr[-3000:]
     events = pd.read_csv(layout.table_path(tmp_path, "reactivation"), sep="\t", comment="#")
     mine = events[(events["model"] == "tiny-b") & (events["step"] == 6) & (events["category"] == "animals")]
-    assert mine[["l1", "l2", "l3"]].values.tolist() == [[0, 1, 2]]
-    row = mine.iloc[0]
-    assert (row["score_l1"], row["score_l2"], row["score_l3"]) == pytest.approx((0.95, 0.2, 0.9))
-    cosine = float(cube["direction_cosine"].sel(cell).sel(layer=2, other_layer=0))
-    assert row["cosine_l3_l1"] == pytest.approx(cosine, abs=1e-4)
-    assert row["feature_verdict"] == ("returns" if cosine >= settings["return_cosine"] else "new")
+    assert mine[["seed", "l1", "l2", "l3", "seeds_with_event", "n_seeds"]].values.tolist() == [
+        [0, 0, 1, 2, 2, 2],
+        [1, 0, 1, 2, 2, 2],
+    ]
+    for row in mine.itertuples():
+        assert (row.score_l1, row.score_l2, row.score_l3) == pytest.approx((0.95, 0.2, 0.9))
+        cosine = float(cube["direction_cosine"].sel({**cell, "seed": row.seed}).sel(layer=2, other_layer=0))
+        assert row.cosine_l3_l1 == pytest.approx(cosine, abs=1e-4)
+        assert row.feature_verdict == ("returns" if cosine >= settings["return_cosine"] else "new")
     assert np.isfinite(events[["score_l1", "score_l2", "score_l3"]].values).all()

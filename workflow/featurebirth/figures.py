@@ -324,12 +324,12 @@ def lineage(cube: xr.Dataset, model: str, categories: list[str], path: Path, dpi
             ax.plot(steps, seeds.values, linestyle="--", color=palette[str(layer)], linewidth=0.9, alpha=0.8)
         _symlog_steps(ax, steps)
         ax.set_ylim(-1.02, 1.02)
-    grid.set_axis_labels(STEP_LABEL, "against the previous step")
+    grid.set_axis_labels("step (symlog)", "against the previous step")
     grid.set_titles("{row_name}\n{col_name}", size=9)
     grid.figure.suptitle(
-        f"{model}: is a category's best feature the previous step's? (solid: against the previous step; dashed: "
-        f"two SAE seeds at the same step, what one feature seen twice looks like)",
-        y=1.02,
+        f"{model}: is a category's best feature the previous step's?\n(solid: against the previous step, mean over "
+        "seeds; dashed: two SAE seeds at the same step, what one feature seen twice looks like)",
+        y=1.05,
         fontsize=11,
     )
     _save(grid.figure, path, dpi)
