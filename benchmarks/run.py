@@ -12,6 +12,8 @@ A GPT-NeoX model with random weights (no download, no training) of the chosen sh
    sequential batches, nothing else.                                      target: ratio >= 0.85
 4. One stream-mode job training every layer against one job training one layer: tokens per second
    of SAE training summed over the job's SAEs (one forward pass feeds all).   expect > 1
+5. One stream-mode job training two SAE seeds of the last layer against one training one seed: tokens per
+   second summed over the job's SAEs (the forward pass and the buffer are shared). expect > 1
 """
 
 from __future__ import annotations
@@ -129,9 +131,9 @@ def bare_stream(checkpoint: Path, ids: torch.Tensor, layer: int, settings: dict,
             update += 1
 
 
-def job(checkpoint: Path, tokens: Path, settings: dict, results: str, layers: list[int]) -> float:
-    """Seconds of one stream-mode SAE job over `layers`."""
-    manifest = layout.sae_group(results, "bench", 0, layout.layer_group(layers))
+def job(checkpoint: Path, tokens: Path, settings: dict, results: str, layers: list[int], seeds=()) -> float:
+    """Seconds of one stream-mode SAE job over `layers` (and `seeds`; none: the recipe's seed alone)."""
+    manifest = layout.sae_group(results, "bench", 0, layout.group_name(layers, seeds))
     return timed(
         train_layer_group, checkpoint, tokens, settings, manifest, model="bench", step=0, save_every_minutes=10
     )[0]
@@ -176,12 +178,16 @@ def main() -> None:
         streamed = min(job(checkpoint, tokens, settings, f"{tmp}/one{i}", [0]) for i in range(args.repeats))
         deepest = min(job(checkpoint, tokens, settings, f"{tmp}/last{i}", [n_layers - 1]) for i in range(args.repeats))
         every = job(checkpoint, tokens, settings, f"{tmp}/all", list(range(n_layers)))
+        last = [n_layers - 1]
+        seeds = [recipe["seed"], recipe["seed"] + 1]
+        two_seeds = min(job(checkpoint, tokens, settings, f"{tmp}/seeds{i}", last, seeds) for i in range(args.repeats))
     trained = recipe["updates"] * recipe["batch_size"]
     rows_out = [
         ("capture every layer vs bare forward", sample.numel() / capture, sample.numel() / bare),
         ("SAE loop vs trainSAE (held in memory)", trained / ours, trained / theirs),
         ("stream job (layer 0) vs forward + updates", trained / streamed, trained / floor),
         (f"stream job: {n_layers} layers vs last layer alone", trained * n_layers / every, trained / deepest),
+        ("stream job: 2 seeds vs 1 seed (last layer)", trained * 2 / two_seeds, trained / deepest),
     ]
     print(
         f"device={device} shape={args.shape} (d_model {config['models']['bench']['d_model']}, {n_layers} layers)"

@@ -110,6 +110,19 @@ def _empty(shape: tuple[int, ...], dtype=np.float64, fill=np.nan) -> np.ndarray:
     return np.full(shape, fill, dtype=dtype)
 
 
+def _gather_lineage(arrays: dict, cell: tuple[int, int], best: dict, earlier: dict | None) -> None:
+    """Fill one (model, step)'s seed_* (two seeds' best features alike?) and, where the model's previous configured
+    step was scored (`earlier`: its best features), lineage_* (each seed's best feature against that step's)."""
+    m, s = cell
+    layers = best["best_direction"]["layer"].values.tolist()
+    for name, (variable, kernel) in LINEAGE_KERNELS.items():
+        arrays[f"seed_{name}"][:, m, s, layers] = across_seeds(best[variable].values.transpose(1, 0, 2, 3, 4), kernel)
+        if earlier is not None:
+            shared = sorted(set(layers) & set(earlier[variable]["layer"].values.tolist()))
+            now, then = (best[variable].sel(layer=shared).values, earlier[variable].sel(layer=shared).values)
+            arrays[f"lineage_{name}"][:, :, m, s, shared] = kernel(now, then)
+
+
 def build_cube(scored: list[xr.Dataset], settings: dict, text_frequency: dict[str, float] | None = None) -> xr.Dataset:
     """One labelled dataset from every (model, step) score file; coordinates carry sizes, tokens seen and planted
     frequencies. `settings` is config.cube_settings: order, steps, seeds, planted frequencies and the provenance."""
@@ -127,9 +140,7 @@ def build_cube(scored: list[xr.Dataset], settings: dict, text_frequency: dict[st
     tokens_seen = _empty(shape[2:4])
     fingerprint = np.full(shape[2:4], "", dtype=object)
     n_cells = 0
-    previous: dict[
-        int, tuple[int, dict[str, xr.DataArray]]
-    ] = {}  # per model: the last step gathered, its best features
+    previous: dict[int, tuple[int, dict]] = {}  # per model: the last step gathered and its best features
     for step_scores in sorted(
         scored, key=lambda d: (models.index(d.attrs["model"]), steps.index(int(d.attrs["step"])))
     ):
@@ -151,13 +162,7 @@ def build_cube(scored: list[xr.Dataset], settings: dict, text_frequency: dict[st
         index = np.ix_(range(len(sets)), range(len(seeds)), range(len(categories)), layers, layers)
         cosine_pairs[:, :, m, s][index] = np.einsum("psich,psjch->pscij", directions, directions)
         before = previous.get(m)
-        for name, (variable, kernel) in LINEAGE_KERNELS.items():
-            values = best[variable].values
-            arrays[f"seed_{name}"][:, m, s, layers] = across_seeds(values.transpose(1, 0, 2, 3, 4), kernel)
-            if before is not None and before[0] == s - 1:
-                shared = sorted(set(layers) & set(before[1][variable]["layer"].values.tolist()))
-                earlier = before[1][variable].sel(layer=shared).values
-                arrays[f"lineage_{name}"][:, :, m, s, shared] = kernel(best[variable].sel(layer=shared).values, earlier)
+        _gather_lineage(arrays, (m, s), best, before[1] if before and before[0] == s - 1 else None)
         previous[m] = (s, best)
         tokens_seen[m, s] = step_scores.attrs.get("tokens_seen", np.nan)
         fingerprint[m, s] = str(step_scores.attrs.get("fingerprint", ""))

@@ -329,7 +329,7 @@ def lineage(cube: xr.Dataset, model: str, categories: list[str], path: Path, dpi
     grid.figure.suptitle(
         f"{model}: is a category's best feature the previous step's?\n(solid: against the previous step, mean over "
         "seeds; dashed: two SAE seeds at the same step, what one feature seen twice looks like)",
-        y=1.05,
+        y=1.12,
         fontsize=11,
     )
     _save(grid.figure, path, dpi)
