@@ -32,6 +32,7 @@ from featurebirth.tables import (
     PROBE_SET_COLUMN,
     SCALE_COLUMNS,
     SUMMARY_COLUMNS,
+    seed_values,
     write_tables,
 )
 
@@ -196,6 +197,9 @@ def test_seeds_are_analysed_alike_and_summed_up_by_the_median_step(tmp_path):
     table = pd.read_csv(layout.table_path(tmp_path, "emergence_steps"), sep="\t", comment="#", keep_default_na=False)
     assert table["emergence_step"].tolist() == ["2", "8", "4", ""]
     assert table["seed_steps"].tolist() == ["1/2", "2/8", "4/4", "-/-"]
+    # a longer entry after a shorter one is written whole
+    steps = xr.DataArray([[np.nan, 4.0], [128.0, 32.0]], dims=("category", "seed"))
+    assert seed_values(steps).values.tolist() == ["-/4", "128/32"]
     assert table["seeds_agreeing"].tolist() == [1, 1, 2, 2] and table["n_seeds"].tolist() == [2] * 4
 
 

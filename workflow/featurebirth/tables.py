@@ -152,10 +152,12 @@ def write_table(frame: pd.DataFrame, columns: dict[str, str], path: Path, title:
 
 def seed_values(values: xr.DataArray) -> xr.DataArray:
     """Each entry's values over seeds as one string in seed order, e.g. '16/32/-' ('-': never)."""
-    joined = np.apply_along_axis(
-        lambda row: "/".join("-" if np.isnan(v) else str(int(v)) for v in row), -1, values.transpose(..., "seed").values
-    )
-    return xr.DataArray(joined.astype(object), dims=[d for d in values.dims if d != "seed"])
+    ordered = values.transpose(..., "seed").values
+    rows = [
+        "/".join("-" if np.isnan(v) else str(int(v)) for v in row) for row in ordered.reshape(-1, ordered.shape[-1])
+    ]
+    joined = np.array(rows, dtype=object).reshape(ordered.shape[:-1])
+    return xr.DataArray(joined, dims=[d for d in values.dims if d != "seed"])
 
 
 def emergence_steps_table(cube: xr.Dataset, analysis: Analysis) -> pd.DataFrame:
