@@ -164,8 +164,9 @@ GPU_MEMORY_BYTES = 80e9  # HBM3, NVIDIA H100 SXM datasheet
 # card's 71 TFLOP/s fp16 tensor peak. 20% on an H100 at Pythia widths >= 2,048 is a middle assumption: measure it
 # (the SAE config.json records tokens_per_second) and change it here.
 ASSUMED_MFU = 0.20
-# [assumption] fixed cost of one update of one SAE (a layer and seed) outside its FLOPs: Python and ~60 kernel launches of a
-# dictionary-learning TopK update at ~10 us each; it dominates for models up to 410m, where the FLOPs are tiny
+# [assumption] fixed cost of one update of one SAE (a layer and seed) outside its FLOPs: Python and ~60 kernel
+# launches of a dictionary-learning TopK update at ~10 us each; it dominates for models up to 410m, where the FLOPs
+# are tiny
 UPDATE_OVERHEAD_SECONDS = 1e-3
 # [assumption] a GPU job's start: Python, torch with CUDA, transformers and dictionary-learning imported, CUDA context
 JOB_START_SECONDS = 60.0
