@@ -172,6 +172,35 @@ def test_the_analysis_follows_the_planted_order():
     assert analysis.spearman_every_later_step == analysis.spearman
 
 
+def test_lineage_table_pairs_each_step_with_the_one_before_and_gives_the_gap_to_the_seeds(tmp_path):
+    cube = planted_order_cube()  # steps 0, 1, 2, 4, 8; one seed
+    cell = {"model": "m", "layer": 0, "category": "c1"}
+    cube["lineage_correlation"].loc[{**cell, "step": 4}] = 0.9
+    cube["seed_correlation"].loc[{**cell, "step": 4}] = 0.95
+    cube["lineage_cosine"].loc[{**cell, "step": 4}] = 0.6
+    cube["seed_cosine"].loc[{**cell, "step": 4}] = 0.4
+    tables_of(cube, analyse(cube, SETTINGS), tmp_path)
+    table = pd.read_csv(layout.table_path(tmp_path, "lineage"), sep="\t", comment="#")
+    assert len(table) == 4 * 4  # 4 categories x the 4 steps after the first
+    row = table[(table["category"] == "c1") & (table["step"] == 4)].iloc[0]
+    assert row["previous_step"] == 2
+    assert row["correlation_gap"] == pytest.approx(0.05) and row["cosine_gap"] == pytest.approx(-0.2)
+    assert table[table["step"] != 4]["lineage_correlation"].isnull().all()
+
+
+def test_spearman_when_emerged_means_represented_at_every_later_step():
+    # c0 is represented at steps 1 and 2, drops at 4, is back at 8: with persistence 1 it emerges at 1, represented
+    # at every later step only at 8; c1 from 2, c2 from 4, c3 never
+    scores = np.full((5, 1, 4), LOW)
+    scores[[1, 2, 4], 0, 0] = HIGH
+    scores[2:, 0, 1] = HIGH
+    scores[3:, 0, 2] = HIGH
+    analysis = analyse(cube_of({"m": scores}, {"m": 10}, STEPS5), SETTINGS)  # persistence 1
+    assert analysis.spearman["m"]["rho"] == pytest.approx(-1.0)  # steps 1, 2, 4, never
+    # steps 8, 2, 4, never against frequencies 1, 1/2, 1/4, 1/8: ranks (3, 1, 2, 4) against (4, 3, 2, 1), rho -0.4
+    assert analysis.spearman_every_later_step["m"]["rho"] == pytest.approx(-0.4)
+
+
 def test_seeds_are_analysed_alike_and_summed_up_by_the_median_step(tmp_path):
     # seed 0 as planted_order_cube; seed 1: c0 from step 2, c1 flickers (represented at 2, not 4, again at 8), c2 at 4
     cube = planted_order_cube()

@@ -13,7 +13,7 @@ import yaml
 from conftest import JOB_ENV, REPO, TESTS, snakemake
 
 from featurebirth import costs, layout, plan
-from featurebirth.config import grid, load_config, model_layers, sae_group_name, sae_job_groups, validate_config
+from featurebirth.config import grid, load_config, model_layers, sae_job_groups, sae_training_settings, validate_config
 
 
 def test_shapes_reproduce_every_published_pythia_count():
@@ -225,22 +225,27 @@ def test_sae_weight_estimate_matches_the_saved_files(micro_run, micro):
 def test_sae_job_groups_keep_trained_groups_and_cut_the_rest(small, small_raw):
     """The one planning function of SAE jobs (the Snakefile's and the plan's): trained groups by their manifests'
     names, the studied (layer, seed)s they leave out cut into groups of sae.layers_per_job (3 here), seeds missing the
-    same layers in one job; a name without seeds is the first seed's."""
+    same layers in one job; a name without seeds is seed 0's."""
     assert sae_job_groups(small, "m", []) == [([0, 1, 2], [0]), ([3], [0])]
-    assert sae_job_groups(small, "m", [([1], [])]) == [([1], [0]), ([0, 2, 3], [0])]
-    assert sae_job_groups(small, "m", [([0, 1, 2, 3], [])]) == [([0, 1, 2, 3], [0])]
-    assert [sae_group_name(small, group) for group in sae_job_groups(small, "m", [])] == ["0-1-2", "3"]
-    # a seed added: only it is trained, the first seed's jobs keep their names
+    assert sae_job_groups(small, "m", [([1], [0])]) == [([1], [0]), ([0, 2, 3], [0])]
+    assert sae_job_groups(small, "m", [([0, 1, 2, 3], [0])]) == [([0, 1, 2, 3], [0])]
+    assert [layout.group_name(*group) for group in sae_job_groups(small, "m", [])] == ["0-1-2", "3"]
+    # a seed added: only it is trained, seed 0's jobs keep their names and their settings
     small_raw["sae"]["seeds"] = [0, 7, 8]
     seeded = validate_config(small_raw)
-    assert sae_job_groups(seeded, "m", [([0, 1, 2], []), ([3], [])]) == [
-        ([0, 1, 2], [0]),
-        ([3], [0]),
-        ([0, 1, 2], [7, 8]),
-        ([3], [7, 8]),
-    ]
-    assert sae_group_name(seeded, ([0, 1, 2], [7, 8])) == "0-1-2.seeds-7-8"
-    assert sae_group_name(seeded, ([0, 1, 2], [0])) == "0-1-2"
+    trained = [([0, 1, 2], [0]), ([3], [0])]
+    assert sae_job_groups(seeded, "m", trained) == [([0, 1, 2], [0]), ([3], [0]), ([0, 1, 2], [7, 8]), ([3], [7, 8])]
+    assert layout.group_name([0, 1, 2], [7, 8]) == "0-1-2.seeds-7-8"
+    assert sae_training_settings(seeded, "m", [0]) == sae_training_settings(small, "m", [0])
+    # reordered or dropped, the seeds keep their trained jobs, names and settings: nothing is retrained
+    small_raw["sae"]["seeds"] = [8, 0, 7]
+    reordered = validate_config(small_raw)
+    done = sae_job_groups(seeded, "m", trained)
+    assert sae_job_groups(reordered, "m", done) == done
+    assert sae_training_settings(reordered, "m", [7, 8]) == sae_training_settings(seeded, "m", [7, 8])
+    small_raw["sae"]["seeds"] = [7]
+    assert sae_job_groups(validate_config(small_raw), "m", done) == [([0, 1, 2], [7, 8]), ([3], [7, 8])]
+    small_raw["sae"]["seeds"] = [0, 7, 8]
     # seeds missing different layers train apart: seed 7 has layer 3 already
     assert sae_job_groups(seeded, "m", [([0, 1, 2, 3], [0]), ([3], [7])]) == [
         ([0, 1, 2, 3], [0]),
@@ -252,5 +257,5 @@ def test_sae_job_groups_keep_trained_groups_and_cut_the_rest(small, small_raw):
     # a trained group of layers no longer studied plans nothing, nor one of seeds no longer configured
     small_raw["models"]["m"]["layers"] = [3]
     studied = validate_config(small_raw)
-    assert sae_job_groups(studied, "m", [([0, 1], [])]) == [([3], [0, 7, 8])]
+    assert sae_job_groups(studied, "m", [([0, 1], [0])]) == [([3], [0, 7, 8])]
     assert sae_job_groups(studied, "m", [([3], [9])]) == [([3], [0, 7, 8])]

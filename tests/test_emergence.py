@@ -415,3 +415,24 @@ def test_cube_from_step_scores_pads_shallow_models_and_round_trips(tmp_path):
     )
     write_cube(cube, tmp_path / "cube.nc")
     xr.testing.assert_identical(open_cube(tmp_path / "cube.nc"), cube)
+
+
+def test_lineage_compares_each_step_with_the_previous_configured_one():
+    """b's direction turns between steps 0 and 5 and then stays; seed 1's b points the other way. Each seed is
+    compared with the other seed's feature at the step before: at 5 against 0 the cosine is 0 (turned), at 9
+    against 5 it is -1 (the other seed's reversed b), and would be 0 against step 0."""
+    settings = {
+        "models": ["s"],
+        "steps": [0, 5, 9],
+        "categories": ["a", "b"],
+        "planted_frequency": {"a": 2, "b": 1},
+        "probe_sets": ["template", "mined"],
+        "seeds": [0, 1],
+        "provenance": {},
+    }
+    cube = build_cube([step_scores("s", step, [0, 1], 2) for step in (0, 5, 9)], settings)
+    b = cube.sel(model="s", layer=0, category="b")
+    np.testing.assert_allclose(b["lineage_cosine"].sel(step=5).values, 0.0, atol=1e-7)
+    np.testing.assert_allclose(b["lineage_cosine"].sel(step=9).values, -1.0)
+    np.testing.assert_allclose(b["lineage_correlation"].sel(step=9).values, 1.0)  # the codes stayed put from 5 on
+    assert b["lineage_cosine"].sel(step=0).isnull().all()

@@ -72,24 +72,30 @@ def test_layout_round_trips_layer_groups(tmp_path):
     layers = [0, 3, 11]
     assert layout.parse_layer_group(layout.layer_group(layers)) == layers
     assert layout.parse_group_name(layout.group_name(layers, [2, 7])) == (layers, [2, 7])
-    assert layout.group_name(layers) == "0-3-11" and layout.parse_group_name("0-3-11") == (layers, [])
-    for group in (([0, 1], []), ([2], []), ([0, 1, 2], [4, 9])):
+    # seed 0 alone (sae.seed's old default) keeps the name jobs had before there were seeds
+    assert layout.group_name(layers) == layout.group_name(layers, [0]) == "0-3-11"
+    assert layout.parse_group_name("0-3-11") == (layers, [0])
+    assert (
+        layout.group_name(layers, [1]) == "0-3-11.seeds-1" and layout.group_name(layers, [0, 1]) == "0-3-11.seeds-0-1"
+    )
+    for group in (([0, 1], [0]), ([2], [0]), ([0, 1, 2], [4, 9])):
         manifest = Path(layout.sae_group(tmp_path, "m", 5, layout.group_name(*group)))
         manifest.parent.mkdir(parents=True, exist_ok=True)
         manifest.write_text("{}")
     Path(layout.sae_dir(tmp_path, "m", 5, 0)).mkdir()
-    assert layout.trained_groups(tmp_path, "m", 5) == [([0, 1, 2], [4, 9]), ([0, 1], []), ([2], [])]
+    assert layout.trained_groups(tmp_path, "m", 5) == [([0, 1, 2], [4, 9]), ([0, 1], [0]), ([2], [0])]
     assert layout.trained_groups(tmp_path, "m", 6) == []
-    # the first seed keeps the folders of the time before seeds; another seed's are under seed<seed>/
-    folders = layout.group_sae_dirs(layout.sae_group(tmp_path, "m", 5, "0-1.seeds-4-9"), first_seed=4)
-    assert folders == {
-        (0, 4): layout.sae_dir(tmp_path, "m", 5, 0),
+    # seed 0's SAEs keep the folders of the time before seeds; another seed's are under seed<seed>/, whatever the
+    # order of sae.seeds
+    assert layout.group_sae_dirs(layout.sae_group(tmp_path, "m", 5, "0-1.seeds-9-0")) == {
         (0, 9): layout.sae_dir(tmp_path, "m", 5, 0, seed=9),
-        (1, 4): layout.sae_dir(tmp_path, "m", 5, 1),
+        (0, 0): layout.sae_dir(tmp_path, "m", 5, 0),
         (1, 9): layout.sae_dir(tmp_path, "m", 5, 1, seed=9),
+        (1, 0): layout.sae_dir(tmp_path, "m", 5, 1),
     }
     assert layout.sae_dir(tmp_path, "m", 5, 1, seed=9) == f"{tmp_path}/sae/m/step5/seed9/layer1"
-    assert layout.group_sae_dirs(layout.sae_group(tmp_path, "m", 5, "2"), first_seed=4) == {
-        (2, 4): layout.sae_dir(tmp_path, "m", 5, 2)
+    assert layout.sae_dir(tmp_path, "m", 5, 1, seed=0) == f"{tmp_path}/sae/m/step5/layer1"
+    assert layout.group_sae_dirs(layout.sae_group(tmp_path, "m", 5, "2")) == {
+        (2, 0): layout.sae_dir(tmp_path, "m", 5, 2)
     }
     assert layout.log_for(tmp_path, layout.score_path(tmp_path, "m", 5)).startswith(f"{tmp_path}/logs/")

@@ -93,12 +93,7 @@ def test_a_killed_run_restarts_redoing_only_unfinished_cells(micro_run, micro_ra
     # the finished SAE jobs: each manifest and every file of its layer group's SAE folders
     finished = [
         *done,
-        *(
-            str(f)
-            for m in done
-            for folder in layout.group_sae_dirs(m, first_seed=0).values()
-            for f in Path(folder).iterdir()
-        ),
+        *(str(f) for m in done for folder in layout.group_sae_dirs(m).values() for f in Path(folder).iterdir()),
     ]
     before = stamps(finished)
 

@@ -24,6 +24,7 @@ from featurebirth.score import (
     encode,
     f1_matrix,
     heldout_sae_scores,
+    load_seed_sae,
     one_hot,
     permuted_labels,
     probe_scores,
@@ -284,6 +285,14 @@ def test_score_file_carries_the_downstream_quality_of_every_layer(micro, checkpo
         expected = downstream_quality(model, reference, layer, sae_reconstruction(ae), 1e-3)
         for name, value in expected.items():
             assert float(written[name].sel(layer=layer, seed=0)) == pytest.approx(value, rel=1e-9), (layer, name)
+
+
+def test_a_folder_holding_another_seeds_sae_is_refused(spliced_scores, tmp_path):
+    _, settings, results = spliced_scores
+    folder = layout.sae_dir(results, "tiny-a", 6, 0)
+    with pytest.raises(ValueError, match=r"trained with seed 0, not seed 3 as its folder says: delete the manifest"):
+        load_seed_sae(folder, 3, CPU)
+    assert load_seed_sae(folder, 0, CPU).dict_size == 32
 
 
 def test_score_file_carries_the_held_out_controls_of_every_layer(checkpoint, corpus, spliced_scores):

@@ -233,9 +233,9 @@ def test_an_sae_job_killed_mid_training_resumes_and_matches_an_uninterrupted_run
     )
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert read_json(fresh)["cells"][layer0]["resumed_from_update"] == 0
-    for unit, folder in layout.group_sae_dirs(killed, first_seed=0).items():
+    for unit, folder in layout.group_sae_dirs(killed).items():
         resumed = torch.load(os.path.join(folder, layout.SAE_WEIGHTS))
-        uninterrupted = torch.load(os.path.join(layout.group_sae_dirs(fresh, first_seed=0)[unit], layout.SAE_WEIGHTS))
+        uninterrupted = torch.load(os.path.join(layout.group_sae_dirs(fresh)[unit], layout.SAE_WEIGHTS))
         assert resumed.keys() == uninterrupted.keys()
         for name, tensor in resumed.items():
             assert torch.equal(tensor, uninterrupted[name]), (unit, name)

@@ -16,7 +16,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from .layout import PROBE_SETS, group_name
+from .layout import PROBE_SETS
 from .stream import rows_wanted
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
@@ -291,7 +291,8 @@ def _check_model(config: dict, name: str, model: dict) -> None:
     overrides = model.get("sae", {})
     unknown = sorted(set(overrides) - set(config["sae"]))
     if unknown:
-        raise ConfigError(f"{key}.sae", f"unknown SAE setting(s) {unknown}")
+        hint = " (sae.seed is now sae.seeds, set for the whole study)" if "seed" in unknown else ""
+        raise ConfigError(f"{key}.sae", f"unknown SAE setting(s) {unknown}{hint}")
     if "seeds" in overrides:
         raise ConfigError(
             f"{key}.sae.seeds", "seeds are set for the whole study (sae.seeds: the cube's seed dimension)"
@@ -348,7 +349,7 @@ def layer_groups(config: dict, model: str, layers: list[int]) -> list[list[int]]
 
 
 def sae_seeds(config: dict) -> list[int]:
-    """The SAE seeds of the study (sae.seeds); the first one's SAEs keep the folders of the time before seeds."""
+    """The SAE seeds of the study (sae.seeds)."""
     return list(config["sae"]["seeds"])
 
 
@@ -357,7 +358,7 @@ SaeGroup = tuple[list[int], list[int]]  # (layers, seeds) of one SAE job
 
 def sae_job_groups(config: dict, model: str, trained: list[SaeGroup]) -> list[SaeGroup]:
     """The (layers, seeds) groups whose SAE jobs cover every studied (layer, seed) of one (model, step): the trained
-    groups (known by their manifests' names; seeds [] is the first seed) holding a studied layer and seed, then what
+    groups (known by their manifests' names, layout.trained_groups) holding a studied layer and seed, then what
     they leave out: per seed its missing layers, seeds missing the same layers trained together, the layers cut by
     layer_groups.
 
@@ -365,8 +366,7 @@ def sae_job_groups(config: dict, model: str, trained: list[SaeGroup]) -> list[Sa
     Snakefile and the cost plan (trained = [] for a fresh run) plan with this one function.
     """
     studied, seeds = model_layers(config, model), sae_seeds(config)
-    resolved = [(layers, group_seeds or seeds[:1]) for layers, group_seeds in trained]
-    kept = [(ls, ss) for ls, ss in resolved if set(ls) & set(studied) and set(ss) & set(seeds)]
+    kept = [(ls, ss) for ls, ss in trained if set(ls) & set(studied) and set(ss) & set(seeds)]
     covered = {(layer, seed) for ls, ss in kept for layer in ls for seed in ss}
     missing: dict[tuple[int, ...], list[int]] = {}
     for seed in seeds:
@@ -377,12 +377,6 @@ def sae_job_groups(config: dict, model: str, trained: list[SaeGroup]) -> list[Sa
         (group, group_seeds) for ls, group_seeds in missing.items() for group in layer_groups(config, model, list(ls))
     ]
     return kept + new
-
-
-def sae_group_name(config: dict, group: SaeGroup) -> str:
-    """The job name (layout.group_name) of a (layers, seeds) group: a job of the first seed alone names no seed."""
-    layers, seeds = group
-    return group_name(layers, [] if seeds == sae_seeds(config)[:1] else seeds)
 
 
 def model_spec(config: dict, model: str) -> dict:
@@ -515,15 +509,18 @@ def hub_settings(config: dict, model: str) -> dict:
     return {"model": model_spec(config, model), "hub": config["hub"]}
 
 
-def sae_training_settings(config: dict, model: str) -> dict:
-    """Everything an SAE job of `model` reads: its recipe and the training tokens, never evaluation or scoring.
+def sae_training_settings(config: dict, model: str, seeds: list[int] | None = None) -> dict:
+    """Everything an SAE job of `model` training `seeds` (default: sae.seeds) reads: its recipe and the training
+    tokens, never evaluation or scoring.
 
-    The job shape (SAE_JOB_SHAPE: layer-group size, save interval) is left out: changing it retrains nothing.
+    The job shape (SAE_JOB_SHAPE: layer-group size, save interval) is left out: changing it retrains nothing. The
+    recipe names the first of the job's seeds (the others are in its name, layout.group_name): a job's settings
+    depend on its own seeds only, so adding, dropping or reordering sae.seeds changes no trained job's settings, and
+    a job of seed 0 alone has the settings it had before there were seeds.
     """
     recipe = {key: value for key, value in sae_settings(config, model).items() if key not in SAE_JOB_SHAPE}
-    # the first seed: a job's own seeds come from its name, so adding a seed changes no trained job's settings
-    recipe["seed"] = sae_seeds(config)[0]
     del recipe["seeds"]
+    recipe["seed"] = (seeds or sae_seeds(config))[0]
     return {
         **runtime_settings(config),
         "sae": recipe,

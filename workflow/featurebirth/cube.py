@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 
 from .io import atomic_path
-from .lineage import across_seeds, correlation, cosine
+from .lineage import across_seeds, across_steps, correlation, cosine
 
 CELL_VARIABLES = ("score", "null", "auroc", "precision", "recall", "heldout_score", "heldout_null")  # per SAE seed
 PROBE_VARIABLES = ("probe_score", "probe_null", "probe_auroc")  # the linear probe: no SAE, no seed
@@ -72,10 +72,11 @@ DESCRIPTIONS = {
     "kl_score": "(KL_zero - KL_sae) / KL_zero, KL(p_clean || p_patched) averaged over the counted predictions; NaN "
     "where KL_zero < evaluation.ce_floor",
     "direction_cosine": "cosine of the best features' decoder directions at layer and other_layer",
-    "lineage_cosine": "cosine of the best feature's decoder direction with the same seed's best feature's at the "
-    "previous configured step (NaN at the first step)",
-    "lineage_correlation": "Pearson correlation over the probe items of the best feature's codes with the same seed's "
-    "best feature's at the previous configured step (NaN at the first step, or where either never fires)",
+    "lineage_cosine": "cosine of the best feature's decoder direction with the other seeds' best features' at the "
+    "previous configured step, averaged (with one seed: its own); NaN at the first step",
+    "lineage_correlation": "Pearson correlation over the probe items of the best feature's codes with the other "
+    "seeds' best features' at the previous configured step, averaged (with one seed: its own); NaN at the first "
+    "step, or where either never fires",
     "seed_cosine": "cosine of the best features' decoder directions of two SAE seeds at the same step (the mean over "
     "pairs of seeds; NaN with one seed): the lineage_cosine of one feature seen twice",
     "seed_correlation": "Pearson correlation of the best features' codes of two SAE seeds at the same step (mean over "
@@ -112,15 +113,16 @@ def _empty(shape: tuple[int, ...], dtype=np.float64, fill=np.nan) -> np.ndarray:
 
 def _gather_lineage(arrays: dict, cell: tuple[int, int], best: dict, earlier: dict | None) -> None:
     """Fill one (model, step)'s seed_* (two seeds' best features alike?) and, where the model's previous configured
-    step was scored (`earlier`: its best features), lineage_* (each seed's best feature against that step's)."""
+    step was scored (`earlier`: its best features), lineage_* (each seed's best feature against the other seeds' at
+    that step, lineage.across_steps)."""
     m, s = cell
     layers = best["best_direction"]["layer"].values.tolist()
     for name, (variable, kernel) in LINEAGE_KERNELS.items():
         arrays[f"seed_{name}"][:, m, s, layers] = across_seeds(best[variable].values.transpose(1, 0, 2, 3, 4), kernel)
         if earlier is not None:
             shared = sorted(set(layers) & set(earlier[variable]["layer"].values.tolist()))
-            now, then = (best[variable].sel(layer=shared).values, earlier[variable].sel(layer=shared).values)
-            arrays[f"lineage_{name}"][:, :, m, s, shared] = kernel(now, then)
+            now, then = (step[variable].sel(layer=shared).values.swapaxes(0, 1) for step in (best, earlier))
+            arrays[f"lineage_{name}"][:, :, m, s, shared] = across_steps(now, then, kernel).swapaxes(0, 1)
 
 
 def build_cube(scored: list[xr.Dataset], settings: dict, text_frequency: dict[str, float] | None = None) -> xr.Dataset:
@@ -220,7 +222,7 @@ def build_cube(scored: list[xr.Dataset], settings: dict, text_frequency: dict[st
 
 SEED_DESCRIPTION = (
     "sae.seeds: each seed's SAE has its own initialisation and its own order of the training tokens within each "
-    "buffer chunk; the first seed's SAEs keep the folders of the time before seeds"
+    "buffer chunk; seed 0's SAEs keep the folders of the time before seeds"
 )
 PROBE_SET_DESCRIPTION = (
     "template: the lexicon words in held-out template contexts, filler-word controls; mined: contexts of the words "

@@ -302,11 +302,13 @@ def lineage(cube: xr.Dataset, model: str, categories: list[str], path: Path, dpi
         frames.append(frame.assign(measure=title))
     frame = pd.concat(frames, ignore_index=True)
     frame["layer"] = frame["layer"].astype(str)
+    palette = dict(zip(frame["layer"].unique(), sns.color_palette("husl", n_colors=frame["layer"].nunique())))
     grid = sns.relplot(
         frame,
         x="step",
         y="value",
         hue="layer",
+        palette=palette,
         row="measure",
         col="category",
         kind="line",
@@ -315,7 +317,6 @@ def lineage(cube: xr.Dataset, model: str, categories: list[str], path: Path, dpi
         height=2.6,
         aspect=1.1,
     )
-    palette = dict(zip(frame["layer"].unique(), sns.color_palette(n_colors=frame["layer"].nunique())))
     steps = cube["step"].values
     for (title, category), ax in grid.axes_dict.items():
         reference = next(ref for ref, row in LINEAGE_MEASURES.values() if row == title)

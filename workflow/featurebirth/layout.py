@@ -15,6 +15,7 @@ CHECKPOINT_METADATA = "featurebirth.json"  # beside a toy checkpoint: step, toke
 CONTROL = "control"  # category label of control probe items (a filler word, or a frequency-matched non-lexicon word)
 PROBE_SETS = ("template", "mined")  # held-out template contexts; contexts mined from real text (corpus.source text)
 SAE_WEIGHTS = "ae.pt"
+BASE_SEED = 0  # sae.seed's default before there were seeds: its SAEs keep the folders and job names of that time
 SAE_CONFIG = "config.json"
 TRAINING_STATE_SUFFIX = ".training-state.pt"
 GROUP_PREFIX = "group-"
@@ -87,9 +88,9 @@ def hub_pointer(results: str | Path, model: str, step: int | str) -> str:
     return _join(results, "hub", model, f"step{step}.json")
 
 
-def cell_name(model: str, step: int | str, layer: int | str, seed: int | None = None) -> str:
-    """How logs and errors name a cell (and, for any seed but the first, which of its SAEs)."""
-    return f"{model}/step{step}/layer{layer}" + ("" if seed is None else f"/seed{seed}")
+def cell_name(model: str, step: int | str, layer: int | str, seed: int = BASE_SEED) -> str:
+    """How logs and errors name a cell (and, for any seed but BASE_SEED, which of its SAEs)."""
+    return f"{model}/step{step}/layer{layer}" + ("" if seed == BASE_SEED else f"/seed{seed}")
 
 
 # SAEs: one folder per cell and SAE seed, trained by layer-group jobs
@@ -97,14 +98,14 @@ def sae_step_dir(results: str | Path, model: str, step: int | str) -> str:
     return _join(results, "sae", model, f"step{step}")
 
 
-def sae_dir(results: str | Path, model: str, step: int | str, layer: int | str, seed: int | None = None) -> str:
-    """One cell's SAE: SAE_WEIGHTS and SAE_CONFIG. seed None is the first configured seed (sae.seeds[0]), whose SAEs
-    keep the folders they had before there were seeds; another seed's are under seed<seed>/."""
+def sae_dir(results: str | Path, model: str, step: int | str, layer: int | str, seed: int = BASE_SEED) -> str:
+    """One cell's SAE of one seed: SAE_WEIGHTS and SAE_CONFIG. BASE_SEED's SAEs keep the folders they had before
+    there were seeds (layer<layer>/), so adding a seed retrains none of them; another seed's are under seed<seed>/."""
     return _join(sae_step_dir(results, model, step), _sae_folder(layer, seed))
 
 
-def _sae_folder(layer: int | str, seed: int | None) -> str:
-    return f"layer{layer}" if seed is None else f"seed{seed}/layer{layer}"
+def _sae_folder(layer: int | str, seed: int) -> str:
+    return f"layer{layer}" if seed == BASE_SEED else f"seed{seed}/layer{layer}"
 
 
 def layer_group(layers: list[int] | tuple[int, ...]) -> str:
@@ -120,16 +121,17 @@ def parse_layer_group(name: str) -> list[int]:
 SEEDS_MARK = ".seeds-"
 
 
-def group_name(layers: list[int] | tuple[int, ...], seeds: list[int] | tuple[int, ...] = ()) -> str:
+def group_name(layers: list[int] | tuple[int, ...], seeds: list[int] | tuple[int, ...] = (BASE_SEED,)) -> str:
     """The name of an SAE job: its layers, then the seeds it trains, e.g. '0-1-2.seeds-0-1'; no seeds for a job of
-    the first configured seed alone ('0-1-2', the name such jobs had before there were seeds)."""
-    return layer_group(layers) + (f"{SEEDS_MARK}{layer_group(seeds)}" if seeds else "")
+    BASE_SEED alone ('0-1-2', the name such jobs had before there were seeds)."""
+    alone = list(seeds) == [BASE_SEED]
+    return layer_group(layers) + ("" if alone else f"{SEEDS_MARK}{layer_group(seeds)}")
 
 
 def parse_group_name(name: str) -> tuple[list[int], list[int]]:
-    """'0-1-2.seeds-0-1' -> ([0, 1, 2], [0, 1]); '0-1-2' -> ([0, 1, 2], []): the first seed alone."""
+    """'0-1-2.seeds-0-1' -> ([0, 1, 2], [0, 1]); '0-1-2' -> ([0, 1, 2], [BASE_SEED])."""
     layers, _, seeds = name.partition(SEEDS_MARK)
-    return parse_layer_group(layers), parse_layer_group(seeds) if seeds else []
+    return parse_layer_group(layers), parse_layer_group(seeds) if seeds else [BASE_SEED]
 
 
 def sae_group(results: str | Path, model: str, step: int | str, group: str) -> str:
@@ -152,24 +154,19 @@ def training_state(manifest: str | Path) -> str:
 
 
 def manifest_group(manifest: str | Path) -> tuple[list[int], list[int]]:
-    """The layers and seeds ([] for the first seed alone) of the group a manifest (layout.sae_group) belongs to."""
+    """The layers and seeds of the group a manifest (layout.sae_group) belongs to."""
     return parse_group_name(Path(manifest).name[len(GROUP_PREFIX) : -len(GROUP_SUFFIX)])
 
 
-def group_sae_dirs(manifest: str | Path, first_seed: int) -> dict[tuple[int, int], str]:
+def group_sae_dirs(manifest: str | Path) -> dict[tuple[int, int], str]:
     """The SAE folder of every (layer, seed) of a group, beside its manifest (jobs know their manifests from the
-    rule); `first_seed` is sae.seeds[0], the seed of a name without seeds and of the folders without a seed."""
+    rule)."""
     layers, seeds = manifest_group(manifest)
-    return {
-        (layer, seed): _join(Path(manifest).parent, _sae_folder(layer, None if seed == first_seed else seed))
-        for layer in layers
-        for seed in seeds or [first_seed]
-    }
+    return {(layer, seed): _join(Path(manifest).parent, _sae_folder(layer, seed)) for layer in layers for seed in seeds}
 
 
 def trained_groups(results: str | Path, model: str, step: int | str) -> list[tuple[list[int], list[int]]]:
-    """The (layers, seeds) groups of (model, step) whose SAE job finished, from the manifest names on disk (seeds []:
-    the first seed alone)."""
+    """The (layers, seeds) groups of (model, step) whose SAE job finished, from the manifest names on disk."""
     try:
         names = os.listdir(sae_step_dir(results, model, step))
     except FileNotFoundError:
@@ -179,8 +176,8 @@ def trained_groups(results: str | Path, model: str, step: int | str) -> list[tup
     ]
 
 
-def sae_files(results: str | Path, model: str, step: int | str, layer: int | str, seed: int | None = None) -> list[str]:
-    """The files of one cell's SAE (seed None: the first seed)."""
+def sae_files(results: str | Path, model: str, step: int | str, layer: int | str, seed: int = BASE_SEED) -> list[str]:
+    """The files of one cell's SAE of one seed."""
     folder = sae_dir(results, model, step, layer, seed)
     return [_join(folder, SAE_WEIGHTS), _join(folder, SAE_CONFIG)]
 

@@ -193,7 +193,8 @@ def score_job_cost(config: dict, model: str) -> JobCost:
     saes = layers * seeds
     flops = tokens * (passes * costs.full_forward_flops(shape) + saes * costs.sae_inference_flops(d, dict_size))
     logits = config["activations"]["batch_size"] * config["corpus"]["seq_len"] * vocab * costs.FLOAT * 2
-    gpu = shape.n_params * costs.HALF + vocab * d * costs.FLOAT + costs.sae_params(d, dict_size) * costs.FLOAT + logits
+    saes_held = seeds * costs.sae_params(d, dict_size) * costs.FLOAT  # every seed's SAE of the layer being scored
+    gpu = shape.n_params * costs.HALF + vocab * d * costs.FLOAT + saes_held + logits
     host = (
         costs.HOST_BASELINE_BYTES
         + checkpoint_bytes(config, model)

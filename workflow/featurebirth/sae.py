@@ -363,10 +363,10 @@ def train_layer_group(
     lands in its own folder (layout.sae_dir).
 
     The group is named by its manifest (layout.sae_group), which is written last: its presence means every SAE of
-    the group is complete; its name gives the layers and seeds (none: the recipe's seed, sae.seeds[0]). The training
-    state beside it (layout.training_state) lets a retry resume.
+    the group is complete; its name gives the layers and seeds (layout.group_name). The training state beside it
+    (layout.training_state) lets a retry resume.
     """
-    folders = group_sae_dirs(manifest_path, settings["sae"]["seed"])
+    folders = group_sae_dirs(manifest_path)
     layers = sorted({layer for layer, _ in folders})
     device = resolve_device(settings["device"])
     recipe, context, buffer = settings["sae"], settings["tokens"], settings["buffer"]
@@ -386,8 +386,7 @@ def train_layer_group(
         state_key(settings, list(folders), metadata["fingerprint"], ids),
         save_every_minutes,
     )
-    first = settings["sae"]["seed"]
-    cells = {(layer, seed): cell_name(model, step, layer, None if seed == first else seed) for layer, seed in folders}
+    cells = {(layer, seed): cell_name(model, step, layer, seed) for layer, seed in folders}
     log.info(
         "%s step %d layers %s seeds %s: %d SAE updates of %d tokens, %s mode, chunks of %d rows x %d tokens, %.2f passes over"
         " %d rows; model truncated after block %d (%d parameters in the checkpoint)",

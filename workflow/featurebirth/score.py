@@ -321,9 +321,8 @@ def read_probe_sets(
 
 
 def studied_sae_dirs(manifests: list[Path], layers: list[int], seeds: list[int]) -> dict[tuple[int, int], str]:
-    """Each studied (layer, seed)'s SAE folder, from the manifests of the groups that trained them (later ones win);
-    seeds[0] is the first seed, whose folders and group names carry no seed."""
-    folders = {unit: folder for manifest in manifests for unit, folder in group_sae_dirs(manifest, seeds[0]).items()}
+    """Each studied (layer, seed)'s SAE folder, from the manifests of the groups that trained them (later ones win)."""
+    folders = {unit: folder for manifest in manifests for unit, folder in group_sae_dirs(manifest).items()}
     missing = [(layer, seed) for layer in layers for seed in seeds if (layer, seed) not in folders]
     if missing:
         raise ValueError(f"no SAE group among {[str(m) for m in manifests]} holds (layer, seed) {missing}")
@@ -334,7 +333,10 @@ def load_seed_sae(folder: str, seed: int, device: torch.device) -> torch.nn.Modu
     """A cell's SAE of one seed, refused when its folder holds another seed's (renamed folders, reordered seeds)."""
     trained = read_json(Path(folder) / SAE_CONFIG)["trainer"].get("seed")
     if trained != seed:
-        raise ValueError(f"the SAE in {folder} was trained with seed {trained}, not {seed}: retrain its group")
+        raise ValueError(
+            f"the SAE in {folder} was trained with seed {trained}, not seed {seed} as its folder says: delete the "
+            "manifest of its layer group and rerun, to retrain it"
+        )
     return load_sae(folder, device)
 
 

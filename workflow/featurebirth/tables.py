@@ -90,8 +90,8 @@ LINEAGE_COLUMNS = {
     "category": "planted category",
     "step": "training step (optimizer steps)",
     "previous_step": "the configured step before it, whose best feature it is compared with",
-    "lineage_cosine": "cosine of the best feature's decoder direction with the previous step's best feature's, mean "
-    "over seeds (each seed against itself)",
+    "lineage_cosine": "cosine of the best feature's decoder direction with the previous step's best feature's, each "
+    "seed against the other seeds' (two initialisations, as in seed_cosine; one seed: against itself), mean over seeds",
     "lineage_correlation": "Pearson correlation of their codes over the probe items, mean over seeds",
     "seed_cosine": "the same cosine between two seeds' best features at this step (mean over pairs; empty with one "
     "seed): what one feature seen twice looks like",
@@ -287,7 +287,7 @@ def summary_frame(cube: xr.Dataset, analysis: Analysis) -> tuple[pd.DataFrame, d
         "seeds": [int(seed) for seed in cube["seed"].values],
         "represented_cells_per_seed": [int(n) for n in flags.sum([d for d in flags.dims if d != "seed"]).values],
         "represented_cells_every_seed": int(flags.all("seed").sum()),
-        "represented_at_step0": int(flags.sel(step=0).sum()) if 0 in flags["step"].values else None,
+        "represented_at_step0": int(flags.sel(step=0).any("seed").sum()) if 0 in flags["step"].values else None,
         "reactivation_events": len(events.drop_duplicates(list(em.EVENT_KEY))),
         "spearman_frequency_vs_emergence_step": analysis.spearman,
         "spearman_frequency_vs_emergence_step_every_later_step": analysis.spearman_every_later_step,

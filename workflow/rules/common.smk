@@ -23,7 +23,6 @@ from featurebirth.config import (
     model_layers,
     model_spec,
     probe_settings,
-    sae_group_name,
     sae_job_groups,
     sae_seeds,
     sae_training_settings,
@@ -70,6 +69,12 @@ def per_model(settings: Callable[[dict, str], dict]) -> Callable:
     """A params function giving each model its own settings, quoted once per plan rather than once per job."""
     quoted = {model: as_arg(settings(config, model)) for model in config["models"]}
     return lambda wildcards: quoted[wildcards.model]
+
+
+def sae_job_settings(wildcards) -> str:
+    """An SAE job's settings: its model's recipe naming the first of the seeds its group trains (from its name)."""
+    seeds = layout.parse_group_name(wildcards.group)[1]
+    return as_arg(sae_training_settings(config, wildcards.model, seeds))
 
 
 FIGURE_SETTINGS = {figure: as_arg(figure_settings(config, figure)) for figure in layout.FIGURES}
@@ -130,18 +135,18 @@ def sae_groups(model: str, step: int) -> tuple[str, ...]:
     """
     trained = layout.trained_groups(RESULTS, model, step)
     groups = sae_job_groups(config, model, trained)
-    names = [sae_group_name(config, group) for group in groups]
-    trained_names = {layout.group_name(*group) for group in trained}
-    for name in names:
-        if name in trained_names:
-            check_complete(model, step, name)
-    return tuple(names)
+    for group in groups:
+        if group in trained:
+            check_complete(model, step, layout.group_name(*group))
+    return tuple(layout.group_name(*group) for group in groups)
 
 
 def check_complete(model: str, step: int, group: str) -> None:
-    """A trained group whose SAE files are gone stops the plan: its manifest must go too, to retrain it."""
+    """A trained group whose SAE files (of a configured seed) are gone stops the plan: its manifest must go too, to
+    retrain it."""
     manifest = layout.sae_group(RESULTS, model, step, group)
-    folders = layout.group_sae_dirs(manifest, sae_seeds(config)[0]).values()
+    seeds = sae_seeds(config)
+    folders = [folder for (_, seed), folder in layout.group_sae_dirs(manifest).items() if seed in seeds]
     missing = [
         os.path.join(folder, name)
         for folder in folders

@@ -1,4 +1,4 @@
-"""Sparse autoencoders, trained with dictionary-learning: one job per layer group of a (model, step).
+"""Sparse autoencoders, trained with dictionary-learning: one job per layer group and set of seeds of a (model, step).
 
 One forward pass over the SAE split, streamed chunk by chunk (activations.mode), feeds every SAE of the group
 (sae.layers_per_job layers x the job's seeds); each SAE lands in its own folder, and the group's manifest, written last, is
@@ -24,7 +24,7 @@ rule train_saes:
         # job shape, not a rerun trigger (params are): changing the interval retrains nothing
         save_every_minutes=config["sae"]["save_every_minutes"],
     params:
-        settings=per_model(sae_training_settings),
+        settings=sae_job_settings,
     shell:
         # exec: the SAE job is the shell's process, so SLURM's SIGTERM reaches it and no wrapper exits before its save
         "exec python -m featurebirth --threads {threads} train-saes --model {wildcards.model} --step {wildcards.step}"
