@@ -77,7 +77,7 @@ def test_layer_group_writes_every_cell_and_its_manifest_last(micro, trained):
         assert saved["training"]["distinct_tokens"] == 40 * 31 == 1240
         assert saved["trainer"]["layer"] == layer and saved["trainer"]["lm_name"] == "tiny-a"
         assert manifest_path.stat().st_mtime_ns >= (folder / layout.SAE_WEIGHTS).stat().st_mtime_ns
-    assert layout.trained_groups(results, "tiny-a", 6) == [(LAYERS, [])]
+    assert layout.trained_groups(results, "tiny-a", 6) == [(LAYERS, [0])]
     assert not _leftovers(results)
 
 
@@ -87,7 +87,7 @@ def test_one_group_trains_the_same_saes_as_separate_groups(micro, checkpoint, co
             checkpoint, corpus("tokens"), _settings(micro), _manifest(tmp_path, [layer]), model="tiny-a", step=6
         )
         assert manifest["layers"] == [layer] and manifest["tokens"] == 1280
-    assert layout.trained_groups(tmp_path, "tiny-a", 6) == [([0], []), ([1], [])]
+    assert layout.trained_groups(tmp_path, "tiny-a", 6) == [([0], [0]), ([1], [0])]
     for layer in LAYERS:
         together, alone = _weights(trained[0], layer), _weights(tmp_path, layer)
         assert sorted(together) == sorted(alone)

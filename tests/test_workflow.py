@@ -136,7 +136,7 @@ def test_every_cell_output_exists(micro_run):
             assert (checkpoint / "model.safetensors").exists() and (checkpoint / "tokenizer.json").exists()
             manifest = json.loads(Path(layout.sae_group(results, model, step, layout.layer_group(layers))).read_text())
             assert manifest["layers"] == layers and manifest["tokens"] == 1280
-            assert layout.trained_groups(results, model, step) == [(layers, [])]
+            assert layout.trained_groups(results, model, step) == [(layers, [0])]
             for layer in layers:
                 cell = Path(layout.sae_dir(results, model, step, layer))
                 assert (cell / layout.SAE_WEIGHTS).stat().st_size > 0
@@ -272,7 +272,7 @@ def test_adding_a_step_a_layer_and_a_seed_trains_only_the_new_saes(micro_run, tm
     cube = open_cube(layout.cube_path(results))
     assert cube["step"].values.tolist() == [0, 3, 6] and cube.attrs["n_cells"] == 2 * 3 + 3 * 3
     assert cube["seed"].values.tolist() == [0, 1]
-    assert layout.trained_groups(results, "tiny-b", 0) == [([0, 1, 2], [1]), ([0, 2], []), ([1], [])]
+    assert layout.trained_groups(results, "tiny-b", 0) == [([0, 1, 2], [1]), ([0, 2], [0]), ([1], [0])]
     assert Path(layout.sae_dir(results, "tiny-b", 0, 1, seed=1), layout.SAE_WEIGHTS).is_file()
     assert cube["score"].sel(model="tiny-b", layer=1).notnull().all()
     # the two seeds' SAEs differ, and so does what they score; the probe, which reads no SAE, has no seed
