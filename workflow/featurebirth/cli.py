@@ -151,11 +151,12 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_cube(args: argparse.Namespace) -> None:
-    from .cube import build_cube, read_scores, write_cube
+    from .cube import build_cube, opened_scores, write_cube
     from .io import read_json
 
     text_frequency = read_json(args.text_check)["text_frequency"] if args.text_check else None
-    cube = build_cube(read_scores(args.scores), args.settings, text_frequency)
+    with opened_scores(args.scores) as scored:
+        cube = build_cube(scored, args.settings, text_frequency)
     write_cube(cube, args.out)
     log.info("cube of %d cells written to %s", cube.attrs["n_cells"], args.out)
 

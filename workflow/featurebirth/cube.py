@@ -14,7 +14,8 @@ two seeds' are at the same step.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -88,13 +89,13 @@ DESCRIPTIONS = {
 UNUSED = ("feature_f1",)  # kept in the score files for a closer look, not gathered (every feature's F1)
 
 
-def read_scores(paths: Iterable[Path]) -> list[xr.Dataset]:
-    """Every (model, step) score file, loaded into memory without what the cube does not gather."""
-    scored = []
-    for path in paths:
-        with xr.open_dataset(path, engine="h5netcdf", drop_variables=UNUSED) as step:
-            scored.append(step.load())
-    return scored
+@contextmanager
+def opened_scores(paths: Iterable[Path]) -> Iterator[list[xr.Dataset]]:
+    """Every (model, step) score file, opened lazily and closed on exit: build_cube reads each variable as it gathers
+    it, so memory holds one file's values and the previous step's best features at a time, not every file's (the
+    best features' codes and directions of config/pythia.yaml are about 15 GB in all)."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(xr.open_dataset(p, engine="h5netcdf", drop_variables=UNUSED)) for p in paths]
 
 
 def _model_table(scored: list[xr.Dataset], models: list[str]) -> dict[str, dict]:
