@@ -28,6 +28,7 @@ from featurebirth.summary import print_summary
 from featurebirth.tables import (
     EMERGENCE_LAYER_COLUMNS,
     EMERGENCE_STEP_COLUMNS,
+    LINEAGE_COLUMNS,
     PROBE_COLUMNS,
     PROBE_SET_COLUMN,
     SCALE_COLUMNS,
@@ -43,6 +44,7 @@ TABLES = {
     "reactivation": em.REACTIVATION_COLUMNS,
     "summary_table": SUMMARY_COLUMNS,
     "probe_baseline": PROBE_COLUMNS,
+    "lineage": LINEAGE_COLUMNS,
 }
 
 
@@ -328,6 +330,7 @@ def test_every_probe_set_is_analysed_on_its_own_and_tabled_side_by_side(tmp_path
 def test_tables_are_cut_from_the_analysis(tmp_path):
     cube = planted_order_cube()
     summary = tables_of(cube, analyse(cube, SETTINGS), tmp_path)
+    assert list(TABLES) == list(layout.TABLES)  # every table the workflow writes
     for name, columns in TABLES.items():
         path = Path(layout.table_path(tmp_path, name))
         header = [line for line in path.read_text().splitlines() if line.startswith("#")]

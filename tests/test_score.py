@@ -24,6 +24,7 @@ from featurebirth.score import (
     encode,
     f1_matrix,
     heldout_sae_scores,
+    heldout_targets,
     load_seed_sae,
     one_hot,
     permuted_labels,
@@ -153,8 +154,9 @@ def category_sae() -> FixedSAE:
 
 def heldout_scores(activations, codes, labels, words, categories, settings, device) -> xr.Dataset:
     """Both held-out controls of one cell: the linear probe on the activations and the SAE on unseen words."""
-    probe = probe_scores(activations, labels, words, categories, settings, device)
-    return probe.merge(heldout_sae_scores(codes, labels, words, categories, settings))
+    heldout = heldout_targets(labels, words, categories, settings)
+    probe = probe_scores(activations, heldout, categories, settings, device)
+    return probe.merge(heldout_sae_scores(codes, heldout, categories, settings))
 
 
 def test_encode_gives_codes_and_unit_decoder_directions():
@@ -177,7 +179,8 @@ def test_score_layer_scores_the_probes_and_measures_quality_on_held_out():
         "template": (probes[None], labels, words),
         "mined": (probes[None], labels, np.where(labels == "numbers", "one", words)),
     }
-    scored = score_layer({3: ae}, sets, 0, held_out, {**settings, "device": "cpu"})
+    heldout = {name: heldout_targets(labels, words, CATEGORIES, SETTINGS) for name, (_, labels, words) in sets.items()}
+    scored = score_layer({3: ae}, sets, heldout, 0, held_out, {**settings, "device": "cpu"})
     assert scored["seed"].values.tolist() == [3] and scored["score"].dims == ("seed", "probe_set", "category")
     assert scored["probe_score"].dims == ("probe_set", "category")  # the probe reads no SAE: no seed
     both = scored.sel(seed=3)

@@ -17,7 +17,7 @@ import jsonschema
 import yaml
 
 from .layout import PROBE_SETS
-from .stream import rows_wanted
+from .stream import kept_positions, rows_wanted
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -167,8 +167,7 @@ def _check_text(config: dict) -> None:
 
 def _check_generated_budget(config: dict, recipe: dict, key: str) -> None:
     """The generated corpus's SAE split is known now: refuse a budget it cannot feed, with both figures."""
-    corpus = config["corpus"]
-    distinct = corpus["n_sae_sequences"] * (corpus["seq_len"] - config["activations"]["exclude_first"])
+    distinct = config["corpus"]["n_sae_sequences"] * kept_positions(token_settings(config))
     if recipe["tokens"] > distinct * recipe["max_epochs"]:
         raise ConfigError(
             f"{key}.tokens",
@@ -462,10 +461,9 @@ def text_fetch_settings(config: dict) -> dict:
 def sae_text_tokens(config: dict) -> int:
     """Packed tokens of SAE-training text the largest budget reads, per pass it may take: the rows its SAE job runs
     over (stream.rows_wanted: the budget in kept positions, plus the chunk remainders streaming skips)."""
-    seq_len = config["corpus"]["seq_len"]
-    kept, buffer = seq_len - config["activations"]["exclude_first"], buffer_settings(config)
+    kept, buffer = kept_positions(token_settings(config)), buffer_settings(config)
     rows = [-(-rows_wanted(buffer, budget, kept) // budget["max_epochs"]) for budget in text_budgets(config).values()]
-    return max(rows) * seq_len
+    return max(rows) * config["corpus"]["seq_len"]
 
 
 def buffer_settings(config: dict) -> dict:

@@ -98,6 +98,11 @@ def studied(cube: xr.Dataset) -> xr.DataArray:
     return cube["score"].notnull().any("category")
 
 
+def studied_layers(cube: xr.Dataset) -> xr.DataArray:
+    """Boolean (model, layer): the layer is studied for the model (scored at some step, in some seed)."""
+    return studied(cube).any(["step", "seed"])
+
+
 def relative_depth(layer: xr.DataArray, n_layers: xr.DataArray) -> xr.DataArray:
     """(layer + 1) / n_layers: the share of the model's blocks applied, in (0, 1]; NaN where `layer` is NaN."""
     return (layer + 1) / n_layers
@@ -279,8 +284,12 @@ def median_seed(values: xr.DataArray) -> xr.DataArray:
 def over_seeds(values: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
     """The estimate over seeds (the value at median_seed) and how many seeds agree with it exactly (NaN with NaN)."""
     estimate = values.isel(seed=median_seed(values)).reset_coords(drop=True)
-    same = (values == estimate) | (values.isnull() & estimate.isnull())
-    return estimate, same.sum("seed")
+    return estimate, seeds_agreeing(values, estimate)
+
+
+def seeds_agreeing(values: xr.DataArray, estimate: xr.DataArray) -> xr.DataArray:
+    """How many seeds' values equal the estimate exactly (NaN agreeing with NaN)."""
+    return ((values == estimate) | (values.isnull() & estimate.isnull())).sum("seed")
 
 
 def spearman_by_model(steps: xr.DataArray, frequency: xr.DataArray) -> dict[str, dict]:

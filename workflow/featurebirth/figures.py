@@ -63,7 +63,7 @@ def heatmaps(cube: xr.Dataset, analysis: Analysis, model: str, path: Path, dpi: 
     """One panel per category: score (mean over seeds) over layer x step; the black line is the emergence boundary
     (the median step over seeds)."""
     score = cube["score"].sel(model=model).mean("seed")
-    layers = cube["layer"].values[em.studied(cube).sel(model=model).any(["step", "seed"]).values]
+    layers = cube["layer"].values[em.studied_layers(cube).sel(model=model).values]
     first = em.over_seeds(analysis.emergence_step)[0].sel(model=model, layer=layers)
     steps = cube["step"].values
     categories = cube["category"].values
@@ -125,7 +125,7 @@ def quality_heatmaps(cube: xr.Dataset, analysis: Analysis, model: str, path: Pat
     (min_ce_recovered, max_ce_increase), where set, call any seed's SAE unhealthy.
     """
     exists = em.studied(cube).sel(model=model)
-    layers = cube["layer"].values[exists.any(["step", "seed"]).values]
+    layers = cube["layer"].values[em.studied_layers(cube).sel(model=model).values]
     cells = cube.sel(model=model, layer=layers).mean("seed")
     healthy = em.healthy(cube, {**analysis.settings, "min_variance_explained": -np.inf}).sel(model=model, layer=layers)
     unhealthy = (exists.sel(layer=layers) & ~healthy).any("seed").transpose("layer", "step").values
@@ -293,8 +293,7 @@ LINEAGE_MEASURES = {  # cube variable against the previous step: (the same acros
 def lineage(cube: xr.Dataset, model: str, categories: list[str], path: Path, dpi: int) -> None:
     """Each category's best feature against the previous step's, per layer (solid; mean over seeds, band their
     range), beside two seeds' best features at the same step (dashed): one row per measure, one column per category."""
-    exists = em.studied(cube).sel(model=model)
-    layers = cube["layer"].values[exists.any(["step", "seed"]).values]
+    layers = cube["layer"].values[em.studied_layers(cube).sel(model=model).values]
     cells = cube.sel(model=model, layer=layers, category=categories)
     frames = []
     for name, (reference, title) in LINEAGE_MEASURES.items():

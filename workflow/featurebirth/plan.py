@@ -20,9 +20,10 @@ from .config import (
     sae_seeds,
     sae_settings,
     text_fetch_settings,
+    token_settings,
 )
 from .layout import FIGURES
-from .stream import ChunkSchedule, chunk_schedule, rows_wanted
+from .stream import ChunkSchedule, chunk_schedule, kept_positions, rows_wanted
 
 # The rules that run on the submitting node, never as SLURM jobs: the `localrules:` of workflow/rules/*.smk and the
 # target rule (a workflow test checks this set against the jobs Snakemake's plan marks local).
@@ -110,16 +111,11 @@ def checkpoint_bytes(config: dict, model: str) -> float:
     return shape.n_params * costs.FLOAT
 
 
-def kept_positions(config: dict) -> int:
-    """Positions of a context that SAEs train on (the first activations.exclude_first are left out)."""
-    return config["corpus"]["seq_len"] - config["activations"]["exclude_first"]
-
-
 def sae_schedule(config: dict, model: str) -> ChunkSchedule:
     """The chunk schedule of the model's SAE jobs (stream.py, the jobs' own arithmetic): the rows they read (for
     the generated corpus at most its SAE split; real text holds them, or check_text refuses the run) and the rows
     one chunk holds."""
-    recipe, kept, buffer = sae_settings(config, model), kept_positions(config), config["activations"]
+    recipe, kept, buffer = sae_settings(config, model), kept_positions(token_settings(config)), config["activations"]
     rows = rows_wanted(buffer, recipe, kept)
     if is_generated(config):
         rows = min(rows, config["corpus"]["n_sae_sequences"])
@@ -130,7 +126,7 @@ def sae_schedule(config: dict, model: str) -> ChunkSchedule:
 
 def held_tokens(config: dict, model: str) -> int:
     """Activations per layer an SAE job holds at once: one chunk (the old one is released before the next)."""
-    return sae_schedule(config, model).rows_per_chunk * kept_positions(config)
+    return sae_schedule(config, model).rows_per_chunk * kept_positions(token_settings(config))
 
 
 def forward_positions(config: dict, model: str) -> int:

@@ -2,7 +2,7 @@
 
 Saved every `sae.save_every_minutes` and when SIGTERM arrives (SLURM sends it before the time limit or on
 preemption), under a name Snakemake does not know as an output, so a failed job leaves it for the retry. It holds,
-per layer, the SAE's weights (BatchTopK's threshold is one of its buffers), the optimizer and learning-rate
+per SAE of the group (a layer and seed), the SAE's weights (BatchTopK's threshold is one of its buffers), the optimizer and learning-rate
 schedule, every tensor the trainer keeps (dead-latent counters), the normalisation factor and the divergence-check
 tokens; and the number of SAE updates done, which fixes the data position (stream.ChunkSchedule), and the torch
 random state. dictionary-learning 0.1.0's trainers have no state_dict of their own (collected here attribute by
@@ -36,9 +36,10 @@ class TrainingInterrupted(SystemExit):
         self.update = update
 
 
-def state_key(settings: dict, layers: list[int], weights: str, ids: torch.Tensor) -> str:
-    """What a saved state must match to be resumed: the job's settings, layers, checkpoint weights and tokens."""
-    digest = hashlib.sha256(json.dumps({"settings": settings, "layers": layers, "weights": weights}).encode())
+def state_key(settings: dict, units: list[tuple[int, int]], weights: str, ids: torch.Tensor) -> str:
+    """What a saved state must match to be resumed: the job's settings, its (layer, seed) SAEs, checkpoint weights
+    and tokens."""
+    digest = hashlib.sha256(json.dumps({"settings": settings, "layers": units, "weights": weights}).encode())
     digest.update(ids.numpy().tobytes())
     return digest.hexdigest()[:16]
 

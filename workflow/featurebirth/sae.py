@@ -28,10 +28,10 @@ import torch
 from .activations import ChunkSource, forward_chunks, held_chunks, token_rows
 from .corpus import SAE_SPLIT
 from .io import atomic_path, read_json, write_json
-from .layout import SAE_CONFIG, SAE_WEIGHTS, cell_name, group_sae_dirs, training_state
+from .layout import SAE_CONFIG, SAE_WEIGHTS, cell_name, group_sae_dirs, manifest_group, training_state
 from .models import forward_dtype, load_truncated, resolve_device
 from .resume import TrainingInterrupted, TrainingState, restore_trainer, sigterm_requested, state_key, trainer_state
-from .stream import ChunkSchedule, chunk_schedule, rows_wanted
+from .stream import ChunkSchedule, chunk_schedule, kept_positions, rows_wanted
 from .text import check_budget, check_stream_rows
 
 log = logging.getLogger(__name__)
@@ -367,10 +367,10 @@ def train_layer_group(
     (layout.training_state) lets a retry resume.
     """
     folders = group_sae_dirs(manifest_path)
-    layers = sorted({layer for layer, _ in folders})
+    layers, seeds = (sorted(values) for values in manifest_group(manifest_path))
     device = resolve_device(settings["device"])
     recipe, context, buffer = settings["sae"], settings["tokens"], settings["buffer"]
-    kept = context["seq_len"] - context["exclude_first"]
+    kept = kept_positions(context)
     ids = token_rows(
         tokens, checkpoint, SAE_SPLIT, rows_wanted(buffer, recipe, kept) * context["seq_len"], context["seq_len"]
     )
@@ -393,7 +393,7 @@ def train_layer_group(
         model,
         step,
         layers,
-        sorted({seed for _, seed in folders}),
+        seeds,
         recipe["updates"],
         recipe["batch_size"],
         buffer["mode"],
@@ -405,7 +405,6 @@ def train_layer_group(
         metadata["n_params"],
     )
     trained = train_group(source, schedule, cells, recipe, device, model=model, state=state)
-    seeds = sorted({seed for _, seed in folders})
     manifest = {"model": model, "step": step, "layers": layers, "seeds": seeds, "tokens": int(ids.numel())}
     manifest |= {"checkpoint": metadata, "cells": {}}
     for unit, (ae, trainer, stats) in trained.items():

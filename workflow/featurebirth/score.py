@@ -167,25 +167,22 @@ def heldout_sae_predictions(fires: np.ndarray, targets: np.ndarray, folds: np.nd
     return predicted.reshape(n_items, n_sets, n_categories).transpose(1, 0, 2)
 
 
-def heldout_targets(
-    labels: np.ndarray, words: np.ndarray, categories: list[str], settings: dict
-) -> tuple[np.ndarray, np.ndarray]:
-    """The word-grouped folds and the label sets (true, then permuted) both held-out controls are scored on."""
+HeldOut = tuple[np.ndarray, np.ndarray]  # word folds [items], label sets [1 + permutations, items, categories]
+
+
+def heldout_targets(labels: np.ndarray, words: np.ndarray, categories: list[str], settings: dict) -> HeldOut:
+    """The word-grouped folds and the label sets (true, then permuted) both held-out controls are scored on: one
+    probe set's, the same for every layer and seed."""
     folds = word_folds(labels, words, settings["folds"], settings["seed"])
     return folds, label_sets(labels, words, categories, settings["heldout_permutations"], settings["seed"])
 
 
 def probe_scores(
-    activations: np.ndarray,
-    labels: np.ndarray,
-    words: np.ndarray,
-    categories: list[str],
-    settings: dict,
-    device: torch.device,
+    activations: np.ndarray, heldout: HeldOut, categories: list[str], settings: dict, device: torch.device
 ) -> xr.Dataset:
-    """probe_score, probe_null and probe_auroc of one layer (no SAE: the same for every SAE seed), over word-grouped
-    folds."""
-    folds, targets = heldout_targets(labels, words, categories, settings)
+    """probe_score, probe_null and probe_auroc of one layer (no SAE: the same for every SAE seed), over the
+    word-grouped folds of `heldout` (heldout_targets)."""
+    folds, targets = heldout
     train = training_masks(folds, settings["folds"])
     logits = out_of_fold(probe_logits(activations, targets, train, settings["probe_l2"], device), folds)
     probe = paired_f1(logits > 0, targets)
@@ -200,11 +197,9 @@ def probe_scores(
     )
 
 
-def heldout_sae_scores(
-    codes: np.ndarray, labels: np.ndarray, words: np.ndarray, categories: list[str], settings: dict
-) -> xr.Dataset:
-    """heldout_score and heldout_null of one SAE, over the same word-grouped folds as the probe's."""
-    folds, targets = heldout_targets(labels, words, categories, settings)
+def heldout_sae_scores(codes: np.ndarray, heldout: HeldOut, categories: list[str], settings: dict) -> xr.Dataset:
+    """heldout_score and heldout_null of one SAE, over the same word-grouped folds as the probe's (heldout_targets)."""
+    folds, targets = heldout
     sae = paired_f1(heldout_sae_predictions(codes > 0, targets, folds), targets)
     return xr.Dataset(
         {
@@ -240,14 +235,14 @@ def _without_thin(scores: xr.Dataset, labels: np.ndarray, words: np.ndarray, cat
 
 
 def probe_set_scores(
-    ae: torch.nn.Module, probes: np.ndarray, labels: np.ndarray, words: np.ndarray, settings: dict
+    ae: torch.nn.Module, probes: np.ndarray, labels: np.ndarray, words: np.ndarray, heldout: HeldOut, settings: dict
 ) -> xr.Dataset:
     """One SAE on one probe set: its category scores, its held-out score (the feature chosen on other words), and
     per category the best feature's decoder direction and its code on every probe item (for the cube's lineage)."""
     categories = settings["categories"]
     codes, directions = encode(ae, probes)
     scores = score_codes(codes, labels, words, categories, settings["scoring"])
-    scores.update(heldout_sae_scores(codes, labels, words, categories, settings["scoring"]))
+    scores.update(heldout_sae_scores(codes, heldout, categories, settings["scoring"]))
     best = scores["best_feature"].values
     scores["best_direction"] = (("category", "hidden"), directions[best].astype(np.float32))
     scores["best_codes"] = (("category", "item"), codes[:, best].T.astype(np.float32))
@@ -258,16 +253,19 @@ def probe_set_scores(
 def score_layer(
     saes: dict[int, torch.nn.Module],
     probe_sets: dict[str, ProbeSet],
+    heldout: dict[str, HeldOut],
     layer: int,
     held_out: torch.Tensor,
     settings: dict,
 ) -> xr.Dataset:
     """One cell: per SAE seed (along seed) its scores on every probe set (along probe_set) and its quality on held-out
-    activations; the linear probe on every probe set, once (it reads no SAE)."""
+    activations; the linear probe on every probe set, once (it reads no SAE). `heldout`: each probe set's
+    heldout_targets."""
     per_seed = []
     for ae in saes.values():
         sets = [
-            probe_set_scores(ae, acts[layer], labels, words, settings) for acts, labels, words in probe_sets.values()
+            probe_set_scores(ae, acts[layer], labels, words, heldout[name], settings)
+            for name, (acts, labels, words) in probe_sets.items()
         ]
         cell = xr.concat(sets, "probe_set", join="outer").assign_coords(probe_set=list(probe_sets))
         device = ae.decoder.weight.device
@@ -278,12 +276,12 @@ def score_layer(
     device = resolve_device(settings["device"])
     probes = [
         _without_thin(
-            probe_scores(acts[layer], labels, words, settings["categories"], settings["scoring"], device),
+            probe_scores(acts[layer], heldout[name], settings["categories"], settings["scoring"], device),
             labels,
             words,
             settings["categories"],
         )
-        for acts, labels, words in probe_sets.values()
+        for name, (acts, labels, words) in probe_sets.items()
     ]
     return scores.merge(xr.concat(probes, "probe_set").assign_coords(probe_set=list(probe_sets)))
 
@@ -382,6 +380,10 @@ def score_step(
     device = resolve_device(settings["device"])
     network = load_model(checkpoint, device, forward_dtype(device, settings["gpu_dtype"]))
     probe_sets = read_probe_sets(network, checkpoint, probes, mined, settings)
+    categories, scoring = settings["categories"], settings["scoring"]
+    heldout = {
+        name: heldout_targets(labels, words, categories, scoring) for name, (_, labels, words) in probe_sets.items()
+    }
     evaluation = settings["evaluation"]
     ids = token_rows(eval_tokens, checkpoint, EVAL_SPLIT, evaluation["tokens"], evaluation["seq_len"], spread=True)
     batch_size, exclude_first = settings["forward_batch_size"], evaluation["exclude_first"]
@@ -390,7 +392,7 @@ def score_step(
     cells = []
     for layer in layers:
         saes = {seed: load_seed_sae(folders[layer, seed], seed, device) for seed in seeds}
-        cell = score_layer(saes, probe_sets, layer, held_out.pop(layer), settings)
+        cell = score_layer(saes, probe_sets, heldout, layer, held_out.pop(layer), settings)
         for name, values in per_seed_quality(network, reference, layer, saes, folders, evaluation).items():
             cell[name] = ("seed", values)
         cells.append(cell.expand_dims(layer=[layer]))

@@ -82,6 +82,12 @@ def chunk_schedule(
     return schedule
 
 
+def kept_positions(tokens: dict) -> int:
+    """Positions of a context that SAEs train on and evaluations count: `seq_len` less the first `exclude_first`
+    (config.token_settings)."""
+    return tokens["seq_len"] - tokens["exclude_first"]
+
+
 def rows_wanted(buffer: dict, settings: dict, kept: int) -> int:
     """How many rows of the SAE split a job reads: every distinct row of its budget in memory mode; in stream
     mode the rows its chunks run over, so a one-pass budget is met even though chunk remainders are skipped."""

@@ -162,6 +162,12 @@ def seed_values(values: xr.DataArray) -> xr.DataArray:
     return xr.DataArray(joined, dims=[d for d in values.dims if d != "seed"])
 
 
+def on_studied_layers(frame: pd.DataFrame, cube: xr.Dataset) -> pd.DataFrame:
+    """The rows of a (model, layer, ...) table whose layer is studied for its model."""
+    studied = em.studied_layers(cube).to_series()
+    return frame[studied.loc[list(zip(frame["model"], frame["layer"]))].values]
+
+
 def emergence_steps_table(cube: xr.Dataset, analysis: Analysis) -> pd.DataFrame:
     """One row per studied (model, layer, category)."""
     estimate, agreeing = em.over_seeds(analysis.emergence_step)
@@ -179,8 +185,7 @@ def emergence_steps_table(cube: xr.Dataset, analysis: Analysis) -> pd.DataFrame:
         .to_dataframe()
         .reset_index()
     )
-    exists = em.studied(cube).any(["step", "seed"]).to_series()
-    frame = frame[exists.loc[list(zip(frame["model"], frame["layer"]))].values]
+    frame = on_studied_layers(frame, cube)
     frame["planted_frequency"] = frame["category"].map(cube["planted_frequency"].to_series())
     frame["n_seeds"] = cube.sizes["seed"]
     frame["tokens_seen"] = [
@@ -220,8 +225,8 @@ def scale_table(analysis: Analysis) -> pd.DataFrame:
 def earliest_estimate(steps: xr.DataArray, layers: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
     """The earliest step over seeds (median), its layer in the same seed, and the seeds agreeing on the step."""
     index = em.median_seed(steps)
-    estimate, agreeing = em.over_seeds(steps)
-    return estimate, layers.isel(seed=index).reset_coords(drop=True), agreeing
+    estimate = steps.isel(seed=index).reset_coords(drop=True)
+    return estimate, layers.isel(seed=index).reset_coords(drop=True), em.seeds_agreeing(steps, estimate)
 
 
 def probe_table(cube: xr.Dataset, analysis: Analysis) -> pd.DataFrame:
@@ -301,7 +306,7 @@ def summary_frame(cube: xr.Dataset, analysis: Analysis) -> tuple[pd.DataFrame, d
 def every_seed_findings(cube: xr.Dataset, analysis: Analysis) -> dict[str, dict[str, int]]:
     """How many findings hold for every seed: emergence steps (per model, layer, category; and the earliest per model,
     category) that every seed puts at the same step, among those any seed finds; reactivation events every seed finds."""
-    n_seeds, studied = cube.sizes["seed"], em.studied(cube).any(["step", "seed"])
+    n_seeds, studied = cube.sizes["seed"], em.studied_layers(cube)
 
     def agreement(steps: xr.DataArray) -> dict[str, int]:
         found = steps.notnull().any("seed")
@@ -333,8 +338,7 @@ def lineage_table(cube: xr.Dataset) -> pd.DataFrame:
     lineage["previous_step"] = ("step", cube["step"].values[:-1])
     frame = lineage.reset_coords(drop=True).to_dataframe(dim_order=["model", "layer", "category", "step"])
     frame = frame.reset_index()
-    exists = em.studied(cube).any(["step", "seed"]).to_series()
-    frame = frame[exists.loc[list(zip(frame["model"], frame["layer"]))].values]
+    frame = on_studied_layers(frame, cube)
     for measure in ("cosine", "correlation"):
         frame[f"{measure}_gap"] = frame[f"seed_{measure}"] - frame[f"lineage_{measure}"]
     return frame.reset_index(drop=True)
